@@ -1,0 +1,112 @@
+"""``TernaryLMConfig``: the architecture of the reference paper, every default documented, plus presets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import PretrainedConfig
+
+# Presets. ``vocab_size`` of 132m is bert-base-uncased's (the paper's tokenizer); the trainer replaces
+# it with the actual tokenizer's size unless the user pins it.
+PRESETS: dict[str, dict] = {
+    "132m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048,
+                 vocab_size=30522, max_position_embeddings=1024),
+    "small": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024,
+                  vocab_size=4096, max_position_embeddings=512),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                 vocab_size=512, max_position_embeddings=256),
+}
+
+
+class TernaryLMConfig(PretrainedConfig):
+    """Decoder-only transformer: pre-norm RMSNorm, RoPE, SwiGLU, no biases, untied embedding/head.
+
+    Args:
+        vocab_size: tokenizer size.
+        hidden_size: model width d_model.
+        num_hidden_layers: decoder blocks.
+        num_attention_heads: query heads; head_dim = hidden_size / num_attention_heads (must be even).
+        num_key_value_heads: key/value heads (grouped-query attention); defaults to num_attention_heads.
+        intermediate_size: SwiGLU hidden width.
+        max_position_embeddings: longest context the model is trained and exported for.
+        rope_theta: RoPE base.
+        rms_norm_eps: RMSNorm epsilon.
+        precision: ``ternary`` (BitLinear in every block linear) or ``fp`` (the full-precision twin).
+        quant: a ``TernaryConfig`` dict (scale granularity, group size, activation bits).
+        initializer_range: std of the normal init.
+    """
+
+    model_type = "ternarylm"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    def __init__(self, vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=None, intermediate_size=128, max_position_embeddings=256,
+                 rope_theta=10000.0, rms_norm_eps=1e-6, precision="ternary", quant=None,
+                 initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None,
+                 tie_word_embeddings=False, use_cache=True, **kwargs):
+        self.use_cache = use_cache
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_key_value_heads = num_key_value_heads or num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = float(rope_theta)
+        self.rms_norm_eps = float(rms_norm_eps)
+        self.precision = precision
+        self.quant = dict(quant or {})
+        self.initializer_range = initializer_range
+        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                         tie_word_embeddings=False, **kwargs)
+        self.validate_architecture()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate_architecture(self):
+        """Raise ``ValueError`` naming the bad field and what would fix it."""
+        positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size", "max_position_embeddings")
+        for name in positive:
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"config field {name} must be a positive integer, got {v!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                             f"{self.num_attention_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.precision not in ("ternary", "fp"):
+            raise ValueError(f"precision must be 'ternary' or 'fp', got {self.precision!r}")
+
+    def ternary_config(self):
+        from ternarylm.quantization import TernaryConfig
+
+        return TernaryConfig.from_dict(self.quant) if self.quant else TernaryConfig()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "TernaryLMConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        fields = {**PRESETS[name], **overrides}
+        known = set(cls().to_dict()) | {"num_key_value_heads", "quant", "precision"}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; see TernaryLMConfig's docstring")
+        return cls(**fields)
+
+
+def load_overrides(path: str | Path) -> dict:
+    """Config overrides from a JSON file (``--config-json``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read config JSON {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config JSON {path} must hold an object of field: value pairs")
+    return data
