@@ -1,1 +1,1 @@
-X=1
+"""Export: packed ternary weights, ONNX emission with the TernaryMatMul custom op, lowering passes."""

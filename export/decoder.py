@@ -1,0 +1,256 @@
+"""Emit the canonical decoder graph: KV cache, the ONNX LLM ecosystem's IO names, TernaryMatMul linears.
+
+Two attention styles share everything else:
+
+- ``standard``: only standard ONNX ops (opset 21) plus the TernaryMatMul function: runs anywhere,
+  ``onnx.reference`` included; the ``portable``, ``fp32`` and ``fp16`` targets use it.
+- ``fused``: onnxruntime's contrib decoder ops (GroupQueryAttention with rotary inside,
+  SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, QuickGelu as SiLU), as
+  onnxruntime-genai's model builder emits them; the ``ort-*`` targets use it.
+
+Linears are always emitted as TernaryMatMul (ternary checkpoints) or MatMul (fp checkpoints); the
+lowering passes then rewrite them for a runtime. Node names read as paths: ``/model/layers.0/attn/...``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from ternarylm.export.custom_op import OP_TYPE, function_proto
+from ternarylm.export.graph import FLOAT, FLOAT16, INT64, MS_DOMAIN, OPSET, TERNARY_DOMAIN, GraphBuilder
+from ternarylm.export.weights import ExportWeights, TernaryWeight, rope_tables
+from ternarylm.ternary import TRITS_PER_BYTE, pack
+
+NEG_INF = {FLOAT: -1e9, FLOAT16: -65504.0}
+
+
+class DecoderEmitter:
+    def __init__(self, arch: dict, weights: ExportWeights, *, attention: str = "standard",
+                 dtype: int = FLOAT, packing: str = "2bit", act_bits: int = 8):
+        self.a, self.w = arch, weights
+        self.attention, self.dt, self.packing, self.act_bits = attention, dtype, packing, act_bits
+        self.np_dt = np.float16 if dtype == FLOAT16 else np.float32
+        self.g = GraphBuilder("ternarylm_decoder")
+        self.weight_map: dict[str, dict] = {}
+
+    # ---- primitives -------------------------------------------------------------------------
+    def linear(self, x: str, name: str, path: str) -> str:
+        w = self.w.linears[name]
+        if isinstance(w, TernaryWeight):
+            n, k = w.shape
+            g = k // w.scales.shape[1]
+            packed = self.g.initializer(f"{name}.weight.packed", pack(w.trits, self.packing))
+            scales = self.g.initializer(f"{name}.weight.scales", w.scales.astype(np.float32))
+            self.weight_map[name] = dict(kind="ternary", packed=packed, scales=scales, packing=self.packing,
+                                         K=k, N=n, group_size=g, act_bits=self.act_bits)
+            per = TRITS_PER_BYTE[self.packing]
+            return self.g.op(OP_TYPE, [x, packed, scales], f"{path}/TernaryMatMul", domain=TERNARY_DOMAIN,
+                             K=k, N=n, packing=self.packing, group_size=g, act_bits=self.act_bits,
+                             trits_per_byte=per, code_base=4 if per == 4 else 3)
+        return self.dense(x, name, w, path)
+
+    def dense(self, x: str, name: str, w_nk: np.ndarray, path: str) -> str:
+        weight = self.g.initializer(f"{name}.weight", np.ascontiguousarray(w_nk.T).astype(self.np_dt))
+        self.weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(self.np_dt).name,
+                                     K=w_nk.shape[1], N=w_nk.shape[0])
+        return self.g.op("MatMul", [x, weight], f"{path}/MatMul")
+
+    def rms_norm(self, x: str, name: str, path: str, weight: np.ndarray) -> str:
+        gamma = self.norm_weight(name, weight)
+        sq = self.g.op("Mul", [x, x], f"{path}/Pow")
+        mean = self.g.op("ReduceMean", [sq, self.g.const([-1])], f"{path}/ReduceMean", keepdims=1)
+        eps = self.g.const(self.a["rms_norm_eps"], self.np_dt)
+        rms = self.g.op("Sqrt", [self.g.op("Add", [mean, eps], f"{path}/AddEps")], f"{path}/Sqrt")
+        return self.g.op("Mul", [self.g.op("Div", [x, rms], f"{path}/Div"), gamma], f"{path}/MulGamma")
+
+    def norm_weight(self, name: str, weight: np.ndarray) -> str:
+        init = self.g.initializer(f"{name}.weight", weight.astype(self.np_dt))
+        self.weight_map[name] = dict(kind="norm", weight=init)
+        return init
+
+    # ---- graph ------------------------------------------------------------------------------
+    def build(self):
+        a, g = self.a, self.g
+        L, hkv, hd = a["num_hidden_layers"], a["num_key_value_heads"], a["head_dim"]
+        g.input("input_ids", INT64, ["batch_size", "sequence_length"])
+        g.input("attention_mask", INT64, ["batch_size", "total_sequence_length"])
+        g.input("position_ids", INT64, ["batch_size", "sequence_length"])
+        for i in range(L):
+            for kv in ("key", "value"):
+                g.input(f"past_key_values.{i}.{kv}", self.dt, ["batch_size", hkv, "past_sequence_length", hd])
+        g.output("logits", FLOAT, ["batch_size", "sequence_length", a["vocab_size"]])
+        for i in range(L):
+            for kv in ("key", "value"):
+                g.output(f"present.{i}.{kv}", self.dt, ["batch_size", hkv, "total_sequence_length", hd])
+
+        table = g.initializer("model.embed_tokens.weight", self.w.embed.astype(self.np_dt))
+        self.weight_map["model.embed_tokens"] = dict(kind="embedding", weight=table, dtype=np.dtype(self.np_dt).name)
+        x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")
+        if self.attention == "fused":
+            h = self.build_fused_layers(x)
+        else:
+            h = self.build_standard_layers(x)
+        logits = self.dense(h, "lm_head", self.w.lm_head, "/lm_head")
+        if self.dt != FLOAT:
+            logits = g.op("Cast", [logits], "/lm_head/Cast", to=FLOAT)
+        g.op("Identity", [logits], "/logits/Identity", outputs=["logits"])
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(TERNARY_DOMAIN, 1),
+                  helper.make_opsetid(MS_DOMAIN, 1)]
+        functions = [function_proto()] if self.w.ternary else []
+        return g.model(opsets, functions, doc="TernaryLM decoder exported by ternarylm"), self.weight_map
+
+    # ---- standard-op decoder ---------------------------------------------------------------
+    def build_standard_layers(self, x: str) -> str:
+        a, g = self.a, self.g
+        hd = a["head_dim"]
+        cos_t, sin_t = rope_tables(hd, a["rope_theta"], a["max_position_embeddings"])
+        cos_full = g.initializer("model.rotary.cos", np.concatenate([cos_t, cos_t], 1).astype(self.np_dt))
+        sin_full = g.initializer("model.rotary.sin", np.concatenate([sin_t, sin_t], 1).astype(self.np_dt))
+        axis1 = g.const([1])
+        cos = g.op("Unsqueeze", [g.op("Gather", [cos_full, "position_ids"], "/model/rotary/GatherCos"), axis1],
+                   "/model/rotary/UnsqueezeCos")
+        sin = g.op("Unsqueeze", [g.op("Gather", [sin_full, "position_ids"], "/model/rotary/GatherSin"), axis1],
+                   "/model/rotary/UnsqueezeSin")
+        bias = self.attention_bias()
+        for i in range(a["num_hidden_layers"]):
+            p, path = f"model.layers.{i}", f"/model/layers.{i}"
+            h = self.rms_norm(x, f"{p}.input_layernorm", f"{path}/input_layernorm", self.w.norms[f"{p}.input_layernorm"])
+            attn = self.standard_attention(h, i, cos, sin, bias)
+            x = g.op("Add", [x, attn], f"{path}/attn/ResidualAdd")
+            h = self.rms_norm(x, f"{p}.post_attention_layernorm", f"{path}/post_attention_layernorm",
+                              self.w.norms[f"{p}.post_attention_layernorm"])
+            x = g.op("Add", [x, self.mlp(h, i, fused=False)], f"{path}/mlp/ResidualAdd")
+        return self.rms_norm(x, "model.norm", "/model/norm", self.w.final_norm)
+
+    def attention_bias(self) -> str:
+        """[B, 1, T, S] additive mask: causal and padding, the diagonal always visible."""
+        g, p = self.g, "/model/attn_mask"
+        one, zero = g.const(1), g.const(0)
+        t = g.op("Gather", [g.op("Shape", ["input_ids"], f"{p}/ShapeIds"), one], f"{p}/SeqLen", axis=0)
+        s = g.op("Gather", [g.op("Shape", ["attention_mask"], f"{p}/ShapeMask"), one], f"{p}/TotalLen", axis=0)
+        past = g.op("Sub", [s, t], f"{p}/PastLen")
+        q_pos = g.op("Unsqueeze", [g.op("Range", [past, s, one], f"{p}/QueryPos"), g.const([1])], f"{p}/QueryCol")
+        k_pos = g.op("Unsqueeze", [g.op("Range", [zero, s, one], f"{p}/KeyPos"), g.const([0])], f"{p}/KeyRow")
+        causal = g.op("LessOrEqual", [k_pos, q_pos], f"{p}/Causal")
+        diag = g.op("Equal", [k_pos, q_pos], f"{p}/Diagonal")
+        keep = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], f"{p}/CastBool", to=9), g.const([1, 2])],
+                    f"{p}/PadMask")
+        allowed = g.op("Or", [g.op("And", [causal, keep], f"{p}/And"), diag], f"{p}/Or")
+        return g.op("Where", [allowed, g.const(0.0, self.np_dt), g.const(NEG_INF[self.dt], self.np_dt)],
+                    f"{p}/Where")
+
+    def rope(self, x: str, cos: str, sin: str, path: str) -> str:
+        g, half = self.g, self.a["head_dim"] // 2
+        x1, x2 = g.op("Split", [x, g.const([half, half])], f"{path}/Split", n_out=2, axis=-1)
+        rotated = g.op("Concat", [g.op("Neg", [x2], f"{path}/Neg"), x1], f"{path}/Concat", axis=-1)
+        return g.op("Add", [g.op("Mul", [x, cos], f"{path}/MulCos"), g.op("Mul", [rotated, sin], f"{path}/MulSin")],
+                    f"{path}/Add")
+
+    def standard_attention(self, h: str, i: int, cos: str, sin: str, bias: str) -> str:
+        a, g = self.a, self.g
+        nh, hkv, hd = a["num_attention_heads"], a["num_key_value_heads"], a["head_dim"]
+        p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
+        qkv = self.linear(h, f"{p}.qkv_proj", f"{path}/qkv_proj")
+        q, k, v = g.op("Split", [qkv, g.const([nh * hd, hkv * hd, hkv * hd])], f"{path}/SplitQKV", n_out=3, axis=-1)
+
+        def heads(t, n, name):  # (B, T, n*hd) -> (B, n, T, hd)
+            r = g.op("Reshape", [t, g.const([0, 0, n, hd])], f"{path}/{name}/Reshape")
+            return g.op("Transpose", [r], f"{path}/{name}/Transpose", perm=[0, 2, 1, 3])
+
+        q = self.rope(heads(q, nh, "q"), cos, sin, f"{path}/q_rotary")
+        k = self.rope(heads(k, hkv, "k"), cos, sin, f"{path}/k_rotary")
+        v = heads(v, hkv, "v")
+        k = g.op("Concat", [f"past_key_values.{i}.key", k], f"{path}/k_cache/Concat", axis=2,
+                 outputs=[f"present.{i}.key"])
+        v = g.op("Concat", [f"past_key_values.{i}.value", v], f"{path}/v_cache/Concat", axis=2,
+                 outputs=[f"present.{i}.value"])
+        if hkv != nh:  # grouped-query attention: repeat each kv head nh/hkv times
+            k, v = (self.repeat_kv(t, nh // hkv, f"{path}/{n}_repeat") for t, n in ((k, "k"), (v, "v")))
+        kt = g.op("Transpose", [k], f"{path}/k/TransposeT", perm=[0, 1, 3, 2])
+        scores = g.op("Mul", [g.op("MatMul", [q, kt], f"{path}/QK"), g.const(1.0 / np.sqrt(hd), self.np_dt)],
+                      f"{path}/Scale")
+        probs = g.op("Softmax", [g.op("Add", [scores, bias], f"{path}/Mask")], f"{path}/Softmax", axis=-1)
+        y = g.op("Transpose", [g.op("MatMul", [probs, v], f"{path}/PV")], f"{path}/y/Transpose", perm=[0, 2, 1, 3])
+        y = g.op("Reshape", [y, g.const([0, 0, nh * hd])], f"{path}/y/Reshape")
+        return self.linear(y, f"{p}.o_proj", f"{path}/o_proj")
+
+    def repeat_kv(self, t: str, rep: int, path: str) -> str:
+        g = self.g
+        shape = g.op("Shape", [t], f"{path}/Shape")
+        b_h = g.op("Slice", [shape, g.const([0]), g.const([2])], f"{path}/SliceBH")
+        s_d = g.op("Slice", [shape, g.const([2]), g.const([4])], f"{path}/SliceSD")
+        expanded_shape = g.op("Concat", [b_h, g.const([rep]), s_d], f"{path}/ExpandShape", axis=0)
+        x = g.op("Expand", [g.op("Unsqueeze", [t, g.const([2])], f"{path}/Unsqueeze"), expanded_shape],
+                 f"{path}/Expand")
+        h_total = g.op("Mul", [g.op("Slice", [shape, g.const([1]), g.const([2])], f"{path}/SliceH"),
+                               g.const([rep])], f"{path}/Heads")
+        merged = g.op("Concat", [g.op("Slice", [shape, g.const([0]), g.const([1])], f"{path}/SliceB"), h_total, s_d],
+                      f"{path}/MergedShape", axis=0)
+        return g.op("Reshape", [x, merged], f"{path}/Reshape")
+
+    def mlp(self, h: str, i: int, fused: bool) -> str:
+        g, inter = self.g, self.a["intermediate_size"]
+        p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
+        gu = self.linear(h, f"{p}.gate_up_proj", f"{path}/gate_up_proj")
+        gate, up = g.op("Split", [gu, g.const([inter, inter])], f"{path}/Split", n_out=2, axis=-1)
+        if fused:
+            act = g.op("QuickGelu", [gate], f"{path}/act_fn/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
+        else:
+            act = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{path}/act_fn/Sigmoid")], f"{path}/act_fn/Mul")
+        return self.linear(g.op("Mul", [act, up], f"{path}/Mul"), f"{p}.down_proj", f"{path}/down_proj")
+
+    # ---- onnxruntime fused decoder ---------------------------------------------------------
+    def build_fused_layers(self, x: str) -> str:
+        a, g = self.a, self.g
+        eps = float(a["rms_norm_eps"])
+        cos_t, sin_t = rope_tables(a["head_dim"], a["rope_theta"], a["max_position_embeddings"])
+        cos = g.initializer("model.rotary.cos_cache", cos_t.astype(self.np_dt))
+        sin = g.initializer("model.rotary.sin_cache", sin_t.astype(self.np_dt))
+        p = "/model/attn_mask"
+        seqlens = g.op("Cast", [g.op("Sub", [g.op("ReduceSum", ["attention_mask", g.const([1])], f"{p}/ReduceSum",
+                                                   keepdims=0), g.const(1)], f"{p}/Sub")],
+                       f"{p}/SeqLensK", to=6)
+        total = g.op("Cast", [g.op("Gather", [g.op("Shape", ["attention_mask"], f"{p}/Shape"), g.const(1)],
+                                   f"{p}/TotalLen", axis=0)], f"{p}/TotalSeqLen", to=6)
+        residual, delta = x, None
+        for i in range(a["num_hidden_layers"]):
+            pre, path = f"model.layers.{i}", f"/model/layers.{i}"
+            if delta is None:  # standard ops once: SimplifiedLayerNormalization fails onnx.checker
+                h = self.rms_norm(residual, f"{pre}.input_layernorm", f"{path}/input_layernorm",
+                                  self.w.norms[f"{pre}.input_layernorm"])
+            else:
+                gamma = self.norm_weight(f"{pre}.input_layernorm", self.w.norms[f"{pre}.input_layernorm"])
+                h, _, _, residual = g.op("SkipSimplifiedLayerNormalization", [residual, delta, gamma],
+                                         f"{path}/input_layernorm/SkipLayerNorm", n_out=4, domain=MS_DOMAIN,
+                                         epsilon=eps)
+            attn = self.fused_attention(h, i, seqlens, total, cos, sin)
+            gamma = self.norm_weight(f"{pre}.post_attention_layernorm", self.w.norms[f"{pre}.post_attention_layernorm"])
+            h, _, _, residual = g.op("SkipSimplifiedLayerNormalization", [residual, attn, gamma],
+                                     f"{path}/post_attention_layernorm/SkipLayerNorm", n_out=4, domain=MS_DOMAIN,
+                                     epsilon=eps)
+            delta = self.mlp(h, i, fused=True)
+        gamma = self.norm_weight("model.norm", self.w.final_norm)
+        out, _, _, _ = g.op("SkipSimplifiedLayerNormalization", [residual, delta, gamma], "/model/norm/SkipLayerNorm",
+                            n_out=4, domain=MS_DOMAIN, epsilon=eps)
+        return out
+
+    def fused_attention(self, h, i, seqlens, total, cos, sin) -> str:
+        a, g = self.a, self.g
+        p, path = f"model.layers.{i}.self_attn", f"/model/layers.{i}/attn"
+        qkv = self.linear(h, f"{p}.qkv_proj", f"{path}/qkv_proj")
+        y = g.op("GroupQueryAttention",
+                 [qkv, "", "", f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total, cos, sin],
+                 f"{path}/GroupQueryAttention", domain=MS_DOMAIN,
+                 outputs=[f"{path}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
+                 num_heads=a["num_attention_heads"], kv_num_heads=a["num_key_value_heads"], do_rotary=1,
+                 rotary_interleaved=0, scale=float(1.0 / np.sqrt(a["head_dim"])))
+        return self.linear(y, f"{p}.o_proj", f"{path}/o_proj")
+
+
+def architecture(config) -> dict:
+    return dict(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+                num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim,
+                intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
+                rope_theta=config.rope_theta, rms_norm_eps=config.rms_norm_eps)

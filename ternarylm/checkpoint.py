@@ -1,0 +1,109 @@
+"""``ckpt.pt``: save atomically, load safely (``weights_only=True``), rebuild the model. See docs/FORMATS.md."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "ternarylm-ckpt"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable TernaryLM checkpoint (one line: what is wrong and what to do)."""
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` via a temp file + rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load and validate a checkpoint without executing any pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the ckpt.pt written by ternary-train")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path} contains pickled Python objects and was refused (ternarylm checkpoints hold only "
+                "tensors and plain data); re-save it with ternary-train or load it only if you trust it"
+            ) from None
+        raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)}); it may be truncated") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({_first_line(e)}); it may be truncated or not a torch file"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a ternarylm checkpoint (no format={FORMAT!r})")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format_version {version}, newer than this ternarylm supports "
+            f"({FORMAT_VERSION}); upgrade ternarylm"
+        )
+    for key in ("config", "model", "tokenizer_json"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} lacks '{key}'; it is incomplete — use a checkpoint from ternary-train")
+    return ckpt
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def config_from_checkpoint(ckpt: dict):
+    from ternarylm.configuration import TernaryLMConfig
+
+    cfg = dict(ckpt["config"])
+    for key in ("transformers_version", "architectures", "model_type"):
+        cfg.pop(key, None)
+    try:
+        return TernaryLMConfig(**cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint config is not a TernaryLM architecture: {_first_line(e)}") from None
+
+
+def model_from_checkpoint(ckpt: dict, expect_kind: str = "causal-lm"):
+    """Rebuild the model in eval mode from a loaded checkpoint dict."""
+    kind = ckpt.get("kind", "causal-lm")
+    if kind != expect_kind:
+        raise CheckpointError(
+            f"this is a {kind} checkpoint but this command needs a {expect_kind} checkpoint"
+        )
+    config = config_from_checkpoint(ckpt)
+    if kind == "causal-lm":
+        from ternarylm.modeling import TernaryLMForCausalLM as cls
+    else:
+        from ternarylm.classification import TernaryLMForSequenceClassification as cls
+    model = cls(config)
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint weights do not match its config (missing {list(missing)[:3]}, unexpected "
+            f"{list(unexpected)[:3]})"
+        )
+    return model.eval()
+
+
+def tokenizer_from_checkpoint(ckpt: dict):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(ckpt["tokenizer_json"])

@@ -1,0 +1,1 @@
+"""Training: options, data preparation, the loop, schedules, distributed helpers, plots."""
