@@ -152,6 +152,8 @@ def bits_per_weight(packing: str) -> float:
 def to_matmul_nbits(trits: np.ndarray, scales: np.ndarray, bits: int, block_size: int):
     """Ternary weights as ONNX Runtime ``com.microsoft::MatMulNBits`` inputs (exact, no rounding).
 
+    ``trits`` may be any signed integer codes that fit the zero point (the block-quantised LM head
+    passes int4/int8 values through the same packer).
     Codes are ``t + zero_point`` with zero point 1 (bits=2) or 2**(bits-1) (bits=4/8), so dequantising
     ``(code - zp) * scale`` gives back ``t * gamma`` exactly. Returns ``(B, scales, zero_points)`` with
     shapes ``[N, K/bs, bs*bits/8]``, ``[N, K/bs]`` (float32) and packed uint8 zero points.

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 import ternarylm
@@ -155,10 +156,10 @@ def train(args: TrainArgs) -> dict:
 
     def checkpoint_state(include_optimizer: bool = True) -> dict:
         state = {
-            "kind": "causal-lm", "config": config.to_dict(), "tokenizer_json": tokenizer.to_str(),
+            "kind": "causal-lm", "config": json.loads(config.to_json_string()), "tokenizer_json": tokenizer.to_str(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "step": step, "tokens_seen": tokens_seen, "best_val_loss": best_val,
-            "meta": {"package_version": ternarylm.__version__, "torch_version": torch.__version__,
+            "meta": {"package_version": ternarylm.__version__, "torch_version": str(torch.__version__),
                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "train_args": args.to_dict(), "data_fingerprint": cache.fingerprint},
         }
@@ -182,9 +183,10 @@ def train(args: TrainArgs) -> dict:
             batch = sampler.next_batch().to(device)
             with dist_utils.no_sync_unless_last(train_model, ctx, micro == args.grad_accum - 1):
                 with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    loss = train_model(input_ids=batch[:, :-1], labels=batch, use_cache=False).loss
+                    logits = train_model(input_ids=batch[:, :-1], use_cache=False).logits
+                    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
                 (loss / args.grad_accum).backward()
-            loss_sum += float(loss) / args.grad_accum
+            loss_sum += loss.item() / args.grad_accum
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                      if args.grad_clip else torch.tensor(0.0))
         optimizer.step()

@@ -1,0 +1,136 @@
+"""``export_checkpoint``: ckpt.pt -> deployable folder for one target (see docs/FORMATS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+import ternarylm
+from ternarylm.export import lowering
+from ternarylm.export.decoder import DecoderEmitter, architecture
+from ternarylm.export.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, genai_config, sha256_file, tokenizer_config
+from ternarylm.export.folder import write_export_folder
+from ternarylm.export.graph import FLOAT16
+from ternarylm.export.targets import PRECISIONS, get_target
+from ternarylm.export.weights import extract_weights
+from ternarylm.ternary import PACKINGS
+
+
+def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: str | None = None,
+                lm_head: str | None = None, block_size: int | None = None):
+    """Emit the canonical graph for a loaded checkpoint and lower it for ``target_name``.
+
+    Returns ``(model_proto, config_json_dict)``.
+    """
+    from ternarylm.checkpoint import config_from_checkpoint
+
+    target = get_target(target_name)
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown packing {packing!r}; choose one of {', '.join(PACKINGS)}")
+    embedding = embedding or target.embedding
+    lm_head = lm_head or target.lm_head
+    for what, value in (("--embedding", embedding), ("--lm-head", lm_head)):
+        if value not in PRECISIONS:
+            raise ValueError(f"{what} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    if ckpt.get("kind", "causal-lm") != "causal-lm":
+        raise ValueError(f"this is a {ckpt.get('kind')} checkpoint; ternary-export onnx exports causal LMs")
+    config = config_from_checkpoint(ckpt)
+    if config.precision != "ternary" and not target.dense:
+        raise ValueError(f"the checkpoint is full precision (precision=fp); export it with --target fp32 or fp16, "
+                         f"not {target_name}")
+    arch = architecture(config)
+    act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
+    weights = extract_weights(ckpt["model"], config)
+    model, weight_map = DecoderEmitter(arch, weights, attention=target.attention, dtype=target.dtype,
+                                       packing=packing, act_bits=act_bits).build()
+    lowering_info = {}
+    if weights.ternary and target.dense:
+        import numpy as np
+
+        lowering.ternary_to_dense(model, weight_map, np.float16 if target.dtype == FLOAT16 else np.float32)
+    elif weights.ternary and target.ternary:
+        opts = dict(target.ternary)
+        if block_size:
+            opts["block_size"] = block_size
+        opts["block_size"] = _compatible_block(config, opts["block_size"])
+        lowering.ternary_to_matmul_nbits(model, weight_map, **opts)
+        lowering_info["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", **opts}
+    head_block = _divisor_block(arch["hidden_size"], 32)
+    if lm_head in ("int8", "int4"):
+        lowering.quantize_head(model, weight_map, bits=8 if lm_head == "int8" else 4, block_size=head_block)
+    if embedding in ("int8", "int4"):
+        lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4, block_size=head_block)
+    if target.attention == "standard":
+        onnx.checker.check_model(model, full_check=True)
+    else:
+        onnx.checker.check_model(model)
+    config_json = {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "architecture": arch,
+        "export": {"target": target_name, "packing": packing if not target.dense and target.ternary is None else None,
+                   "act_bits": act_bits, "embedding": embedding, "lm_head": lm_head,
+                   "activation_dtype": "float16" if target.dtype == FLOAT16 else "float32",
+                   "providers": list(target.providers), "lowering": lowering_info,
+                   "source_precision": config.precision},
+        "weights": weight_map,
+        "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
+    }
+    if weights.ternary and target.ternary is None and not target.dense:
+        config_json["export"]["packing"] = packing
+    return model, config_json
+
+
+def _divisor_block(k: int, preferred: int) -> int:
+    for b in (preferred, 64, 128, 32, 16):
+        if k % b == 0:
+            return b
+    raise ValueError(f"hidden size {k} is not a multiple of 16; block-quantised layers need that")
+
+
+def _compatible_block(config, block_size: int) -> int:
+    quant = config.ternary_config()
+    if block_size not in (16, 32, 64, 128, 256):
+        raise ValueError(f"--block-size must be 16, 32, 64, 128 or 256, got {block_size}")
+    if quant.granularity == "group" and quant.group_size < block_size:
+        block_size = quant.group_size  # a block may not straddle two scale groups
+    for k in (config.hidden_size, config.intermediate_size):
+        if k % block_size:
+            raise ValueError(f"block size {block_size} does not divide K={k}; choose a block size that does")
+    return block_size
+
+
+def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str = "2bit",
+                      embedding: str | None = None, lm_head: str | None = None, block_size: int | None = None,
+                      force: bool = False) -> Path:
+    """Export ``ckpt_path`` to the folder ``out_dir`` (refuses to replace one unless ``force``)."""
+    from ternarylm.checkpoint import load_checkpoint
+    from tokenizers import Tokenizer
+
+    from ternarylm.data.tokenizer import special_token_ids
+
+    get_target(target)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
+    ckpt = load_checkpoint(ckpt_path)
+    model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size)
+    tok_json = ckpt["tokenizer_json"]
+    special = special_token_ids(Tokenizer.from_str(tok_json))
+    arch = config_json["architecture"]
+    files = {
+        "model.onnx": model.SerializeToString(deterministic=True),
+        "config.json": _json_bytes(config_json),
+        "tokenizer.json": tok_json.encode("utf-8"),
+        "tokenizer_config.json": _json_bytes(tokenizer_config(tok_json, special, arch["max_position_embeddings"])),
+        "genai_config.json": _json_bytes(genai_config(arch, special, config_json["export"]["activation_dtype"]
+                                                      == "float16", get_target(target).providers)),
+    }
+    manifest = {"package_version": ternarylm.__version__, "target": target,
+                "packing": config_json["export"]["packing"], "source_checkpoint_sha256": sha256_file(Path(ckpt_path)),
+                "source_step": ckpt.get("step")}
+    return write_export_folder(out_dir, files, manifest, force)
+
+
+def _json_bytes(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

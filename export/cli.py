@@ -1,0 +1,103 @@
+"""``ternary-export``: ``onnx`` writes a deployable folder, ``verify`` checks it against PyTorch."""
+
+from __future__ import annotations
+
+import click
+
+from ternarylm.cli.common import user_errors
+from ternarylm.export.targets import TARGETS
+
+EXAMPLES = """
+\b
+Examples:
+  ternary-export onnx runs/small/ckpt.pt                          # -> exports/small-ort-cpu
+  ternary-export onnx runs/small/ckpt.pt --target portable --packing base3 --out exports/p
+  ternary-export onnx runs/small/ckpt.pt --with-baseline           # also the fp32 twin beside it
+  ternary-export verify exports/small-ort-cpu --ckpt runs/small/ckpt.pt
+"""
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Export TernaryLM checkpoints to ONNX and verify the result."""
+
+
+@main.command("onnx", epilog=EXAMPLES)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", help="Output folder (default: exports/<run>-<target>).")
+@click.option("--target", type=click.Choice(list(TARGETS)), default="ort-cpu", show_default=True,
+              help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
+@click.option("--packing", type=click.Choice(["2bit", "base3"]), default="2bit", show_default=True,
+              help="Packing of the canonical TernaryMatMul weights (portable target).")
+@click.option("--embedding", type=click.Choice(["float", "int8", "int4"]), help="Embedding precision.")
+@click.option("--lm-head", type=click.Choice(["float", "int8", "int4"]), help="LM head precision.")
+@click.option("--block-size", type=int, help="MatMulNBits block size (16/32/64/128/256).")
+@click.option("--with-baseline", is_flag=True, help="Also write the fp32 twin to <out>-fp32.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@user_errors
+def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_size, with_baseline, force):
+    """Export CHECKPOINT (a ckpt.pt from ternary-train) to a deployable ONNX folder."""
+    from pathlib import Path
+
+    from ternarylm.export.api import export_checkpoint
+
+    if out_dir is None:
+        run = Path(checkpoint).resolve().parent.name or "model"
+        out_dir = f"exports/{run}-{target}"
+    baseline_dir = f"{out_dir}-fp32"
+    if with_baseline and Path(baseline_dir).exists() and not force:
+        raise click.ClickException(f"{baseline_dir} already exists; pass --force to replace it")
+    with click.progressbar(length=2 if with_baseline else 1, label=f"exporting {target}") as bar:
+        path = export_checkpoint(checkpoint, out_dir, target=target, packing=packing, embedding=embedding,
+                                 lm_head=lm_head, block_size=block_size, force=force)
+        bar.update(1)
+        if with_baseline:
+            export_checkpoint(checkpoint, baseline_dir, target="fp32", force=force)
+            bar.update(1)
+    _summarise(path)
+    if with_baseline:
+        _summarise(Path(baseline_dir))
+
+
+def _summarise(path):
+    import json
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    size = manifest["files"]["model.onnx"]["bytes"]
+    click.echo(f"wrote {path} (target {manifest['target']}, model.onnx {size / 1e6:.2f} MB)")
+
+
+@main.command("verify")
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.option("--ckpt", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Source ckpt.pt.")
+@click.option("--prompt", "prompts", multiple=True, help="Prompts (default: three built-in ones).")
+@click.option("--max-new-tokens", default=16, show_default=True)
+@click.option("--engines", default="ort,numpy", show_default=True, help="Comma-separated: ort, numpy.")
+@click.option("--logit-tol", type=float, help="Max |logit difference| allowed (default: per target).")
+@click.option("--min-agreement", default=0.9, show_default=True, help="Min greedy-token agreement.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here too.")
+@user_errors
+def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, json_path):
+    """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance."""
+    import json
+
+    from ternarylm.export.verify import verify_export
+
+    report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
+                           engines=[e.strip() for e in engines.split(",") if e.strip()], logit_tol=logit_tol,
+                           min_agreement=min_agreement)
+    rows = [(e, f"{r['max_logit_diff']:.2e}", f"{r['tolerance']:.1e}", f"{r['greedy_agreement']:.3f}",
+             "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
+    from ternarylm.cli.common import print_table
+
+    print_table(rows, ("engine", "max |Δlogit|", "tolerance", "greedy agreement", "result"))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    if not report["passed"]:
+        raise click.ClickException("verification failed: an engine is beyond tolerance (see the table)")
+    click.echo("verification passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The deployable folder: written to a temp sibling and renamed at the end; manifest with sha256 of
+every file; genai_config.json and tokenizer files so onnxruntime-genai and transformers can load it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+EXPORT_FORMAT = "ternarylm-export"
+EXPORT_FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dump_json(path: Path, data: dict):
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tuple) -> dict:
+    provider_options = [{"cuda": {}}] if "CUDAExecutionProvider" in providers else []
+    eos = special.get("eos")
+    return {
+        "model": {
+            "bos_token_id": special.get("bos") if special.get("bos") is not None else eos,
+            "context_length": arch["max_position_embeddings"],
+            "eos_token_id": eos,
+            "pad_token_id": special.get("pad") if special.get("pad") is not None else eos,
+            "type": "llama",
+            "vocab_size": arch["vocab_size"],
+            "decoder": {
+                "filename": "model.onnx",
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": provider_options},
+                "head_size": arch["head_dim"],
+                "hidden_size": arch["hidden_size"],
+                "num_attention_heads": arch["num_attention_heads"],
+                "num_hidden_layers": arch["num_hidden_layers"],
+                "num_key_value_heads": arch["num_key_value_heads"],
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
+                   "max_length": arch["max_position_embeddings"], "min_length": 0, "no_repeat_ngram_size": 0,
+                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": False,
+                   "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+    }
+
+
+def tokenizer_config(tokenizer_json: str, special: dict, context: int) -> dict:
+    """A transformers-style tokenizer_config.json naming the special tokens by their strings."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+
+    def token(i):
+        return tok.id_to_token(i) if i is not None else None
+
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
+            "bos_token": token(special.get("bos")), "eos_token": token(special.get("eos")),
+            "pad_token": token(special.get("pad")), "unk_token": None, "clean_up_tokenization_spaces": False}
+
+
+def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool) -> Path:
+    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        manifest = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, **manifest_extra,
+                    "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                              for name in sorted(files)}}
+        dump_json(tmp / "manifest.json", manifest)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,246 @@
+"""Lowering passes: graph rewrites of the canonical model for one runtime. Each pass takes the model
+and the config's weight map and rewrites both in place; registries, not if/elif chains, pick them.
+
+- ``ternary_to_matmul_nbits(bits, block_size, accuracy_level)``: TernaryMatMul -> com.microsoft
+  MatMulNBits with codes t + zero_point (exact; 2-bit: zp 1, 4-bit: zp 8).
+- ``ternary_to_dense(dtype)``: TernaryMatMul -> MatMul on dequantised float weights (the dense twin).
+- ``quantize_head(bits, block_size)``: the float LM-head MatMul -> MatMulNBits (block absmax, symmetric).
+- ``quantize_embedding(bits, block_size)``: the float Gather table -> int8/int4 codes + block scales,
+  dequantised after the Gather with standard ops (only the gathered rows are ever dequantised).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ternarylm.export.custom_op import OP_TYPE
+from ternarylm.export.graph import MS_DOMAIN, TERNARY_DOMAIN
+from ternarylm.ternary import to_matmul_nbits, unpack
+
+
+class _Graph:
+    """Initializer lookup and replacement over a ModelProto's main graph."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = model.graph
+        self.inits = {t.name: t for t in self.graph.initializer}
+
+    def array(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self.inits[name])
+
+    def remove(self, name: str):
+        self.graph.initializer.remove(self.inits.pop(name))
+
+    def add(self, name: str, array: np.ndarray) -> str:
+        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name=name)
+        self.graph.initializer.append(tensor)
+        self.inits[name] = tensor
+        return name
+
+
+def _nodes(graph, op_type, domain=""):
+    return [n for n in graph.node if n.op_type == op_type and (n.domain or "") == domain]
+
+
+def _entry_for(weight_map: dict, key: str, value: str) -> str:
+    for name, entry in weight_map.items():
+        if entry.get(key) == value:
+            return name
+    raise KeyError(value)
+
+
+def ternary_weight_arrays(g: "_Graph", entry: dict):
+    """(trits int8 [N, K], scales float32 [N, groups]) of a ternary or ternary-as-MatMulNBits entry."""
+    if entry["kind"] == "ternary":
+        return unpack(g.array(entry["packed"]), entry["K"], entry["packing"]), g.array(entry["scales"])
+    n, k, bits, bs = entry["N"], entry["K"], entry["bits"], entry["block_size"]
+    per = 8 // bits
+    raw = g.array(entry["B"]).reshape(n, -1).astype(np.uint16)
+    shifts = np.array([bits * i for i in range(per)], np.uint16)
+    codes = ((raw[..., None] >> shifts) & (2 ** bits - 1)).reshape(n, -1)[:, :k]
+    zp = 1 if bits == 2 else 2 ** (bits - 1)
+    trits = codes.astype(np.int16) - zp
+    if trits.min() < -1 or trits.max() > 1:
+        raise ValueError(f"MatMulNBits weights {entry['B']} are not ternary; only ternary layers can be re-lowered")
+    return trits.astype(np.int8), g.array(entry["scales"]).reshape(n, -1)
+
+
+def _ternary_nodes(model, weight_map):
+    """(node, logical name, entry) for every ternary matmul, canonical or already lowered."""
+    by_input = {}
+    for name, e in weight_map.items():
+        if e["kind"] == "ternary":
+            by_input[e["packed"]] = name
+        elif e["kind"] == "nbits" and e.get("act_bits") is not None and name != "lm_head":
+            by_input[e["B"]] = name
+    for node in list(model.graph.node):
+        if node.op_type in (OP_TYPE, "MatMulNBits") and len(node.input) > 1 and node.input[1] in by_input:
+            name = by_input[node.input[1]]
+            yield node, name, weight_map[name]
+
+
+def _remove_entry_initializers(g: "_Graph", entry: dict):
+    for key in ("packed", "scales", "B", "zero_points"):
+        if key in entry and entry[key] in g.inits:
+            g.remove(entry[key])
+
+
+def ternary_to_matmul_nbits(model, weight_map, bits: int = 2, block_size: int = 32, accuracy_level: int = 4):
+    if bits not in (2, 4, 8):
+        raise ValueError(f"MatMulNBits bits must be 2, 4 or 8, got {bits}")
+    g = _Graph(model)
+    for node, name, e in list(_ternary_nodes(model, weight_map)):
+        trits, scales = ternary_weight_arrays(g, e)
+        packed, block_scales, zps = to_matmul_nbits(trits, scales, bits, block_size)
+        _remove_entry_initializers(g, e)
+        b = g.add(f"{name}.weight.q{bits}", packed)
+        s = g.add(f"{name}.weight.q{bits}.scales", block_scales.reshape(-1))
+        z = g.add(f"{name}.weight.q{bits}.zero_points", zps)
+        base = node.name.rsplit("/", 1)[0]
+        new = helper.make_node("MatMulNBits", [node.input[0], b, s, z], list(node.output),
+                               name=f"{base}/MatMulNBits", domain=MS_DOMAIN,
+                               K=e["K"], N=e["N"], bits=bits, block_size=block_size, accuracy_level=accuracy_level)
+        _replace_node(model.graph, node, new)
+        weight_map[name] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
+                                K=e["K"], N=e["N"], act_bits=e["act_bits"], accuracy_level=accuracy_level)
+    _drop_function(model, OP_TYPE)
+
+
+def ternary_to_dense(model, weight_map, dtype=np.float32):
+    from ternarylm.ternary import dequantize
+
+    g = _Graph(model)
+    for node, name, e in list(_ternary_nodes(model, weight_map)):
+        trits, scales = ternary_weight_arrays(g, e)
+        w = dequantize(trits, scales).T.astype(dtype)  # [K, N]
+        _remove_entry_initializers(g, e)
+        weight = g.add(f"{name}.weight", w)
+        new = helper.make_node("MatMul", [node.input[0], weight], list(node.output),
+                               name=f"{node.name.rsplit('/', 1)[0]}/MatMul")
+        _replace_node(model.graph, node, new)
+        weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(dtype).name,
+                                K=e["K"], N=e["N"])
+    _drop_function(model, OP_TYPE)
+
+
+def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
+    """Codes (unsigned, zero point 2**(bits-1)) and scales ``[N, K/bs]`` of row-blocked absmax."""
+    n, k = w_nk.shape
+    qmax = 2 ** (bits - 1) - 1
+    blocks = w_nk.reshape(n, k // block_size, block_size).astype(np.float32)
+    scales = np.maximum(np.abs(blocks).max(axis=2) / qmax, 1e-8).astype(np.float32)
+    q = np.clip(np.rint(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int16)
+    return (q + 2 ** (bits - 1)).astype(np.uint8).reshape(n, k), scales
+
+
+def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4):
+    if bits not in (4, 8):
+        raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
+    g = _Graph(model)
+    e = weight_map["lm_head"]
+    node = next(n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] == e["weight"])
+    w_nk = g.array(e["weight"]).astype(np.float32).T
+    k = w_nk.shape[1]
+    if k % block_size:
+        raise ValueError(f"block size {block_size} does not divide hidden size {k}")
+    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
+    signed = codes.astype(np.int16) - 2 ** (bits - 1)  # the ternary packer handles any signed codes
+    packed, block_scales, zps = to_matmul_nbits(signed, scales, bits, block_size)
+    g.remove(e["weight"])
+    b = g.add(f"lm_head.weight.q{bits}", packed)
+    s = g.add(f"lm_head.weight.q{bits}.scales", block_scales.reshape(-1))
+    z = g.add(f"lm_head.weight.q{bits}.zero_points", zps)
+    new = helper.make_node("MatMulNBits", [node.input[0], b, s, z], list(node.output), name="/lm_head/MatMulNBits",
+                           domain=MS_DOMAIN, K=k, N=w_nk.shape[0], bits=bits, block_size=block_size,
+                           accuracy_level=accuracy_level)
+    _replace_node(model.graph, node, new)
+    weight_map["lm_head"] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
+                                 K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level)
+
+
+def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
+    """Gather(table) -> Gather(codes) and Gather(scales), unpacked/dequantised with standard ops."""
+    if bits not in (4, 8):
+        raise ValueError(f"embedding bits must be 4 or 8, got {bits}")
+    g = _Graph(model)
+    e = weight_map["model.embed_tokens"]
+    node = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == e["weight"])
+    table = g.array(e["weight"]).astype(np.float32)
+    v, d = table.shape
+    if d % block_size:
+        raise ValueError(f"block size {block_size} does not divide hidden size {d}")
+    codes, scales = symmetric_block_quantize(table, bits, block_size)  # codes = q + zp
+    signed = (codes.astype(np.int16) - 2 ** (bits - 1)).astype(np.int8)
+    out_dtype = g.array(e["weight"]).dtype
+    g.remove(e["weight"])
+    p = "/model/embed_tokens"
+    ids = node.input[1]
+    new_nodes = []
+    if bits == 8:
+        q = g.add("model.embed_tokens.weight.q8", signed)
+        rows = f"{p}/GatherCodes/output_0"
+        new_nodes.append(helper.make_node("Gather", [q, ids], [rows], name=f"{p}/GatherCodes"))
+    else:  # two int4 values per byte, low nibble first, stored as uint8 code (q + 8)
+        pairs = codes.reshape(v, d // 2, 2).astype(np.uint8)
+        q = g.add("model.embed_tokens.weight.q4", (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8))
+        shifts = g.add("model.embed_tokens.q4_shifts", np.array([0, 4], np.uint8))
+        mask = g.add("model.embed_tokens.q4_mask", np.array(15, np.uint8))
+        eight = g.add("model.embed_tokens.q4_zero_point", np.array(8, np.int8))
+        flat = g.add("model.embed_tokens.q4_shape", np.array([0, 0, d], np.int64))
+        axis = g.add("model.embed_tokens.q4_axis", np.array([-1], np.int64))
+        n = [f"{p}/{x}/output_0" for x in ("GatherCodes", "Unsqueeze", "BitShift", "BitwiseAnd", "Reshape",
+                                           "CastInt8", "SubZeroPoint")]
+        new_nodes += [
+            helper.make_node("Gather", [q, ids], [n[0]], name=f"{p}/GatherCodes"),
+            helper.make_node("Unsqueeze", [n[0], axis], [n[1]], name=f"{p}/Unsqueeze"),
+            helper.make_node("BitShift", [n[1], shifts], [n[2]], name=f"{p}/BitShift", direction="RIGHT"),
+            helper.make_node("BitwiseAnd", [n[2], mask], [n[3]], name=f"{p}/BitwiseAnd"),
+            helper.make_node("Reshape", [n[3], flat], [n[4]], name=f"{p}/Reshape"),
+            helper.make_node("Cast", [n[4]], [n[5]], name=f"{p}/CastInt8", to=onnx.TensorProto.INT8),
+            helper.make_node("Sub", [n[5], eight], [n[6]], name=f"{p}/SubZeroPoint"),
+        ]
+        rows = n[6]
+    s = g.add(f"model.embed_tokens.weight.q{bits}.scales", scales)
+    per_block = g.add("model.embed_tokens.block_shape", np.array([0, 0, d // block_size, block_size], np.int64))
+    unblock = g.add("model.embed_tokens.row_shape", np.array([0, 0, d], np.int64))
+    last = g.add("model.embed_tokens.last_axis", np.array([-1], np.int64))
+    to = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype))
+    names = [f"{p}/{x}/output_0" for x in ("Cast", "ReshapeBlocks", "GatherScales", "UnsqueezeScales", "Mul")]
+    new_nodes += [
+        helper.make_node("Cast", [rows], [names[0]], name=f"{p}/Cast", to=to),
+        helper.make_node("Reshape", [names[0], per_block], [names[1]], name=f"{p}/ReshapeBlocks"),
+        helper.make_node("Gather", [s, ids], [names[2]], name=f"{p}/GatherScales"),
+        helper.make_node("Unsqueeze", [names[2], last], [names[3]], name=f"{p}/UnsqueezeScales"),
+    ]
+    if to != onnx.TensorProto.FLOAT:
+        new_nodes.append(helper.make_node("Cast", [names[3]], [names[3] + "_cast"], name=f"{p}/CastScales", to=to))
+        names[3] += "_cast"
+    new_nodes += [
+        helper.make_node("Mul", [names[1], names[3]], [names[4]], name=f"{p}/Mul"),
+        helper.make_node("Reshape", [names[4], unblock], list(node.output), name=f"{p}/ReshapeRows"),
+    ]
+    idx = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for j, nn in enumerate(new_nodes):
+        model.graph.node.insert(idx + j, nn)
+    weight_map["model.embed_tokens"] = dict(kind="embedding", quant=q, scales=s, bits=bits, block_size=block_size,
+                                            dtype=np.dtype(out_dtype).name)
+
+
+def _replace_node(graph, old, new):
+    idx = list(graph.node).index(old)
+    graph.node.remove(old)
+    graph.node.insert(idx, new)
+
+
+def _drop_function(model, op_type):
+    if not any(n.op_type == op_type for n in model.graph.node):
+        keep = [f for f in model.functions if f.name != op_type]
+        del model.functions[:]
+        model.functions.extend(keep)
+        keep_ops = [o for o in model.opset_import if o.domain != TERNARY_DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(keep_ops)

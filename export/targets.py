@@ -1,0 +1,48 @@
+"""Export targets: a registry of what each runtime gets. Adding a target is adding one entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ternarylm.export.graph import FLOAT, FLOAT16
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    attention: str  # "standard" (any ONNX runtime) or "fused" (onnxruntime contrib ops)
+    dtype: int = FLOAT
+    ternary: dict | None = None  # MatMulNBits lowering {"bits", "block_size", "accuracy_level"}; None keeps TernaryMatMul
+    dense: bool = False  # dequantise ternary weights into float MatMuls (the full-precision twin)
+    embedding: str = "float"  # default embedding precision: float (the target dtype) | int8 | int4
+    lm_head: str = "float"  # default LM-head precision: float | int8 | int4
+    providers: tuple = ("CPUExecutionProvider",)
+    session_config: dict = field(default_factory=dict)
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in [
+    Target("portable", "TernaryMatMul custom op + function bodies, standard ops only (onnx.reference, any runtime)",
+           attention="standard"),
+    Target("ort-cpu", "onnxruntime CPU, x86-64 and ARM64 with dotprod: MatMulNBits bits=2, accuracy_level=4",
+           attention="fused", ternary=dict(bits=2, block_size=32, accuracy_level=4), embedding="int8",
+           lm_head="int8"),
+    Target("ort-arm64-nodot", "onnxruntime on ARM64 without dotprod (Raspberry Pi 4): MatMulNBits bits=4",
+           attention="fused", ternary=dict(bits=4, block_size=32, accuracy_level=4), embedding="int8",
+           lm_head="int8"),
+    Target("ort-cuda", "onnxruntime CUDA (Jetson, NVIDIA GPUs): MatMulNBits bits=4, fp16 activations",
+           attention="fused", dtype=FLOAT16, ternary=dict(bits=4, block_size=32, accuracy_level=4),
+           lm_head="int8", providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
+    Target("fp32", "dense fp32 twin of the same checkpoint (onnxruntime fused decoder ops)", attention="fused",
+           dense=True),
+    Target("fp16", "dense fp16 twin of the same checkpoint", attention="fused", dtype=FLOAT16, dense=True,
+           ),
+]}
+
+PRECISIONS = ("float", "int8", "int4")
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]
