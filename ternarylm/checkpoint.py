@@ -40,12 +40,12 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(
                 f"{path} contains pickled Python objects and was refused (ternarylm checkpoints hold only "
                 "tensors and plain data); re-save it with ternary-train or load it only if you trust it"
             ) from None
-        raise CheckpointError(f"{path} is not a valid checkpoint ({_first_line(e)}); it may be truncated") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint; it may be truncated or not a torch file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({_first_line(e)}); it may be truncated or not a torch file"

@@ -1,0 +1,71 @@
+"""The shared ternary maths: absmean ternarisation, 2-bit / base-3 packing, MatMulNBits layout."""
+
+import numpy as np
+import pytest
+
+from ternarylm.ternary import (InvalidPackedWeights, bits_per_weight, dequantize, pack, quantize_activations_int8,
+                               ternarize, to_matmul_nbits, unpack)
+
+
+def test_worked_examples_from_the_docstring():
+    assert pack(np.array([[1, 0, -1, 1]]), "2bit")[0, 0] == 0x86
+    assert pack(np.array([[1, 0, -1, 1, 0]]), "base3")[0, 0] == 140
+
+
+@pytest.mark.parametrize("packing", ["2bit", "base3"])
+@pytest.mark.parametrize("k", [1, 4, 5, 7, 64, 97])
+def test_pack_unpack_round_trip(packing, k):
+    rng = np.random.default_rng(k)
+    trits = rng.integers(-1, 2, size=(3, k)).astype(np.int8)
+    packed = pack(trits, packing)
+    assert packed.dtype == np.uint8
+    assert packed.shape == (3, -(-k // (4 if packing == "2bit" else 5)))
+    np.testing.assert_array_equal(unpack(packed, k, packing), trits)
+
+
+def test_base3_is_close_to_the_log2_3_limit():
+    assert bits_per_weight("base3") == 1.6 and bits_per_weight("2bit") == 2.0
+
+
+@pytest.mark.parametrize("packing,bad", [("2bit", 0b11), ("base3", 243)])
+def test_invalid_codes_are_rejected(packing, bad):
+    with pytest.raises(InvalidPackedWeights, match="not valid"):
+        unpack(np.array([[bad]], np.uint8), 4, packing)
+
+
+def test_absmean_ternarize_per_tensor_and_group():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 64)).astype(np.float32)
+    trits, scales = ternarize(w)
+    assert set(np.unique(trits)) <= {-1, 0, 1}
+    assert scales.shape == (8, 1) and np.allclose(scales, np.abs(w).mean())
+    trits_g, scales_g = ternarize(w, "group", 32)
+    assert scales_g.shape == (8, 2)
+    np.testing.assert_allclose(scales_g[:, 0], np.abs(w[:, :32]).mean(axis=1), rtol=1e-6)
+    err = np.abs(dequantize(trits_g, scales_g) - w).mean() / np.abs(w).mean()
+    assert err < 0.6
+    with pytest.raises(ValueError, match="does not divide"):
+        ternarize(w[:, :40], "group", 32)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_matmul_nbits_layout_is_exact(bits):
+    rng = np.random.default_rng(bits)
+    trits = rng.integers(-1, 2, size=(4, 64)).astype(np.int8)
+    scales = rng.uniform(0.5, 1.5, size=(4, 2)).astype(np.float32)
+    packed, block_scales, zps = to_matmul_nbits(trits, scales, bits, 32)
+    per = 8 // bits
+    assert packed.shape == (4, 2, 32 // per)
+    codes = ((packed[..., None].astype(np.uint16) >> (bits * np.arange(per))) & (2**bits - 1)).reshape(4, 64)
+    zp = 1 if bits == 2 else 2 ** (bits - 1)
+    np.testing.assert_array_equal(codes.astype(int) - zp, trits)
+    np.testing.assert_array_equal(block_scales, scales)
+    assert zps.dtype == np.uint8
+
+
+def test_activation_quantisation_is_per_token_int8():
+    x = np.array([[0.5, -1.0, 0.25], [10.0, 0.0, -5.0]], np.float32)
+    q = quantize_activations_int8(x)
+    steps = q / (np.abs(x).max(axis=1, keepdims=True) / 127)
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-4)
+    np.testing.assert_allclose(q, x, atol=0.05)
