@@ -304,3 +304,7 @@ def _run_tune(folder, profile, resolution, providers, pfile, version, prompt_len
         raise click.ClickException("no candidate passed the logits check; nothing written (see the table above)")
     click.echo(f"plan: {result.winner['lowering']}, {result.winner['threads']} threads -> {result.plan_file}")
     return result
+
+
+if __name__ == "__main__":
+    main()
