@@ -60,8 +60,8 @@ NUMPY_MEASURE = r"""
 import json, sys, time, resource
 import numpy as np
 t0 = time.perf_counter()
-from ternarylm.runtime_py import NumpyDecoder
-dec = NumpyDecoder.load(sys.argv[1])
+from ternarylm.runtime_py import load_numpy
+dec = load_numpy(sys.argv[1])
 load_s = time.perf_counter() - t0
 rng = np.random.default_rng(0)
 prompt = rng.integers(2, 900, size=(1, int(sys.argv[2]))).astype(np.int64)

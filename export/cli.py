@@ -90,7 +90,7 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
              "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
     from ternarylm.cli.common import print_table
 
-    print_table(rows, ("engine", "max |Δlogit|", "tolerance", "greedy agreement", "result"))
+    print_table(rows, ("engine", "max |Δlogit| / max |logit|", "tolerance", "greedy agreement", "result"))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)

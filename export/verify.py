@@ -5,7 +5,8 @@ Two measures per engine: the max |logit difference| to PyTorch on the same token
 greedy-token agreement of the engine's own KV-cached generation with PyTorch's.
 
 Tolerances: the ``portable`` target computes what training computes (per-token int8 activations,
-exact ternary weights), so it must match to float rounding. MatMulNBits quantises activations per
+exact ternary weights), so it matches up to float rounding — and the occasional activation that float rounding moves across
+an int8 rounding boundary, which shifts logits by about 1e-3 of their range (hence 1e-2). MatMulNBits quantises activations per
 block of the K axis instead of per token, a quantised head/embedding adds its own error, and the
 dense twins drop activation quantisation: those targets get a looser logit tolerance and are held
 to greedy agreement.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_PROMPTS = ("Once upon a time", "The little dog ran to the", "\"Can we play?\" asked")
-RELATIVE_TOLERANCE = {"portable": 1e-4}
+RELATIVE_TOLERANCE = {"portable": 1e-2}
 DEFAULT_RELATIVE_TOLERANCE = 0.15
 
 
@@ -53,13 +54,11 @@ def _engine_greedy(engine, prompt: list[int], n: int) -> list[int]:
 
 
 def load_engine(name: str, export_dir: Path):
-    from ternarylm.runtime_py import NumpyDecoder, OrtDecoder
+    from ternarylm.runtime_py import load_engine as load
 
-    if name == "ort":
-        return OrtDecoder.load(export_dir)
-    if name == "numpy":
-        return NumpyDecoder.load(export_dir)
-    raise ValueError(f"unknown engine {name!r}; use ort or numpy")
+    if name not in ("ort", "numpy"):
+        raise ValueError(f"unknown engine {name!r}; use ort or numpy")
+    return load(export_dir, engine=name)
 
 
 def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16, engines=("ort", "numpy"),

@@ -149,3 +149,20 @@ def test_export_bad_input(tiny_ckpt, tmp_path, exports):
     fails("onnx", junk, "--out", tmp_path / "z", match="not a readable checkpoint")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("target", ["portable", "ort-cpu"])
+def test_verify_cli_compares_pytorch_ort_and_numpy(exports, tiny_ckpt, tmp_path, target):
+    report = tmp_path / "verify.json"
+    proc = cli("ternarylm.export.cli", "verify", exports[target], "--ckpt", tiny_ckpt, "--json", report,
+               "--max-new-tokens", "8")
+    data = json.loads(report.read_text())
+    assert data["passed"] and set(data["engines"]) == {"ort", "numpy"} and "verification passed" in proc.stdout
+    for engine in data["engines"].values():
+        assert engine["greedy_agreement"] >= 0.9
+    if target == "portable":  # ORT runs the same op sequence as training; NumPy may flip an int8 rounding
+        assert data["engines"]["ort"]["max_logit_diff"] < 1e-4
+        assert data["engines"]["numpy"]["max_logit_diff"] < 1e-2
+    strict = cli("ternarylm.export.cli", "verify", exports[target], "--ckpt", tiny_ckpt, "--logit-tol", "1e-12",
+                 "--max-new-tokens", "4", check=False)
+    assert strict.returncode != 0 and "verification failed" in strict.stderr

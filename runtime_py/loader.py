@@ -1,0 +1,98 @@
+"""Open an export folder for running: manifest verified (``ternarylm.devices.folder.ModelFolder``),
+config.json read, tokenizer loaded, and either engine built from it.
+
+Errors are ``FolderError`` / ``InvalidPackedWeights`` / ``ValueError`` with one line that names the
+file and the fix; ``ternary-run`` prints them as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ternarylm.devices.folder import FolderError, ModelFolder
+from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder
+from ternarylm.runtime_py.ort_engine import OrtDecoder
+from ternarylm.runtime_py.weights import check_packed
+
+EXPORT_FORMAT = "ternarylm-export"
+SUPPORTED_FORMAT_VERSION = 1
+
+
+def open_folder(path, verify: bool = True) -> ModelFolder:
+    """The folder with every file's size and sha256 checked against manifest.json (unless ``verify=False``)."""
+    folder = ModelFolder.open(path, verify=verify)
+    cfg = folder.config
+    if not cfg:
+        raise FolderError(f"{folder.path}: no config.json; re-export the model")
+    if cfg.get("format") not in (None, EXPORT_FORMAT):
+        raise FolderError(f"{folder.path / 'config.json'}: format {cfg.get('format')!r} is not {EXPORT_FORMAT!r}")
+    version = cfg.get("format_version", 1)
+    if not isinstance(version, int) or version > SUPPORTED_FORMAT_VERSION:
+        raise FolderError(f"{folder.path / 'config.json'}: format_version {version} is newer than this ternarylm "
+                          f"reads ({SUPPORTED_FORMAT_VERSION}); upgrade ternarylm")
+    return folder
+
+
+def _folder(path_or_folder, verify: bool) -> ModelFolder:
+    return path_or_folder if isinstance(path_or_folder, ModelFolder) else open_folder(path_or_folder, verify)
+
+
+def load_config(path_or_folder, verify: bool = True) -> ModelConfig:
+    return ModelConfig.from_config_json(_folder(path_or_folder, verify).config)
+
+
+def load_tokenizer(path_or_folder, verify: bool = True):
+    """The folder's ``tokenizer.json`` as a ``tokenizers.Tokenizer``."""
+    from tokenizers import Tokenizer
+
+    folder = _folder(path_or_folder, verify)
+    path = folder.path / "tokenizer.json"
+    if not path.is_file():
+        raise FolderError(f"{folder.path}: no tokenizer.json; re-export the model (ternary-export writes one)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise FolderError(f"{path}: not a tokenizers JSON file ({str(e).splitlines()[0][:200]}); "
+                          "re-export the model") from None
+
+
+def _read_onnx(path: Path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path))
+    except (DecodeError, ValueError, OSError) as e:
+        raise FolderError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]}); "
+                          "re-export the model") from None
+
+
+def load_numpy(path_or_folder, verify: bool = True) -> NumpyDecoder:
+    """The NumPy engine over a folder's model.onnx (weights unpacked once, here)."""
+    folder = _folder(path_or_folder, verify)
+    return NumpyDecoder.from_onnx(_read_onnx(folder.model_path), folder.config)
+
+
+def check_weights(path_or_folder, verify: bool = True):
+    """Decode every ternary weight once and drop it: raises ``InvalidPackedWeights`` for packed codes
+    that are not trits (onnxruntime would silently compute with them). The NumPy engine checks at load."""
+    folder = _folder(path_or_folder, verify)
+    check_packed(_read_onnx(folder.model_path), folder.config.get("weights") or {})
+
+
+def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **session_options) -> OrtDecoder:
+    """The onnxruntime engine; ``session_options``: providers, provider_options, threads,
+    session_config, log_severity, graph_optimization (see ``OrtDecoder``)."""
+    folder = _folder(path_or_folder, verify)
+    if check_packed:
+        check_weights(folder)
+    return OrtDecoder(folder.model_path, ModelConfig.from_config_json(folder.config), **session_options)
+
+
+def load_engine(path, engine: str = "ort", verify: bool = True, **options):
+    """``load_ort`` or ``load_numpy`` by name."""
+    if engine == "numpy":
+        return load_numpy(path, verify)
+    if engine == "ort":
+        return load_ort(path, verify, **options)
+    raise ValueError(f"unknown engine {engine!r}; use ort or numpy")
