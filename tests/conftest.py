@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-TINY_TRAIN = ["--preset", "tiny", "--stories", "400", "--max-steps", "40", "--eval-every", "20",
-              "--batch-size", "8", "--seq-len", "64", "--warmup-steps", "5", "--no-progress", "--threads", "1"]
-
-
-def cli(module: str, *args, check: bool = True, timeout: int = 300, env: dict | None = None):
-    """Run one of the package's CLIs in a real subprocess; returns CompletedProcess."""
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from clitools import TINY_TRAIN, cli
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, cli
+from clitools import TINY_TRAIN, cli
 
 
 def test_training_writes_checkpoints_metrics_and_plot(tiny_run):

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import cli
+from clitools import cli
 from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
 from ternarylm.export.targets import TARGETS
 
