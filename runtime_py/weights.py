@@ -18,7 +18,9 @@ The matmul kernel (``Int8Linear``)
 Weights stay int8 (trits, or int8/int4 LM-head codes) plus float32 scales: no fp32 copy of them
 is kept. A call converts ``BLOCK_ELEMS`` weights at a time (a few hundred rows) into a reusable
 float32 buffer that stays in L2 cache, and hands that block to float32 BLAS (``np.matmul``). Per-row
-scales are applied to the output; group/block scales are multiplied into the block first.
+scales are applied to the output; with group/block scales the block is multiplied group by group
+(a batched matmul giving per-group partial sums, then scaled and summed: 5 ms for the int8 132m
+LM head, against 12 ms for multiplying the scales into the block first).
 
 Measured on the 2-core Xeon this was written on (132m shapes, one token, numpy 2.4 + OpenBLAS):
 converting a whole [4096, 768] int8 matrix and then one sgemv costs 2.5 ms; the same matrix in blocks
@@ -79,13 +81,17 @@ class Int8Linear:
         groups = self.scales.shape[1]
         out = np.empty((x2.shape[0], n), np.float32)  # (M, N)
         buf = _buffer(self.rows * k)
+        if groups > 1:  # (G, K/G, M): each scale group's slice of x
+            xg = np.ascontiguousarray(x2.reshape(-1, groups, k // groups).transpose(1, 2, 0))
         for i in range(0, n, self.rows):
             j = min(n, i + self.rows)
             block = buf[: (j - i) * k].reshape(j - i, k)
             np.copyto(block, self.codes[i:j], casting="unsafe")  # int8 -> float32, in cache
-            if groups > 1:
-                block.reshape(j - i, groups, k // groups)[...] *= self.scales[i:j, :, None]
-            np.matmul(x2, block.T, out=out[:, i:j])
+            if groups == 1:
+                np.matmul(x2, block.T, out=out[:, i:j])
+            else:  # per-group dot products (G, rows, M), then scaled and summed over groups
+                part = np.matmul(block.reshape(j - i, groups, -1).transpose(1, 0, 2), xg)
+                out[:, i:j] = np.einsum("grm,rg->mr", part, self.scales[i:j])
         if groups == 1:
             out *= self.scales[:, 0]
         return out.reshape(*lead, n)
