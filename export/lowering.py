@@ -41,6 +41,14 @@ class _Graph:
         return name
 
 
+def _activation_dtype(model) -> type:
+    """float16 when the decoder runs in fp16 (its KV inputs say so): MatMulNBits scales must match."""
+    for inp in model.graph.input:
+        if inp.name.startswith("past_key_values") and inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            return np.float16
+    return np.float32
+
+
 def _nodes(graph, op_type, domain=""):
     return [n for n in graph.node if n.op_type == op_type and (n.domain or "") == domain]
 
@@ -97,7 +105,7 @@ def ternary_to_matmul_nbits(model, weight_map, bits: int = 2, block_size: int = 
         packed, block_scales, zps = to_matmul_nbits(trits, scales, bits, block_size)
         _remove_entry_initializers(g, e)
         b = g.add(f"{name}.weight.q{bits}", packed)
-        s = g.add(f"{name}.weight.q{bits}.scales", block_scales.reshape(-1))
+        s = g.add(f"{name}.weight.q{bits}.scales", block_scales.reshape(-1).astype(_activation_dtype(model)))
         z = g.add(f"{name}.weight.q{bits}.zero_points", zps)
         base = node.name.rsplit("/", 1)[0]
         new = helper.make_node("MatMulNBits", [node.input[0], b, s, z], list(node.output),
@@ -151,7 +159,7 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     packed, block_scales, zps = to_matmul_nbits(signed, scales, bits, block_size)
     g.remove(e["weight"])
     b = g.add(f"lm_head.weight.q{bits}", packed)
-    s = g.add(f"lm_head.weight.q{bits}.scales", block_scales.reshape(-1))
+    s = g.add(f"lm_head.weight.q{bits}.scales", block_scales.reshape(-1).astype(_activation_dtype(model)))
     z = g.add(f"lm_head.weight.q{bits}.zero_points", zps)
     new = helper.make_node("MatMulNBits", [node.input[0], b, s, z], list(node.output), name="/lm_head/MatMulNBits",
                            domain=MS_DOMAIN, K=k, N=w_nk.shape[0], bits=bits, block_size=block_size,

@@ -15,8 +15,7 @@ from clitools import cli
 from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
 from ternarylm.export.targets import TARGETS
 
-RUNNABLE_HERE = [t for t in TARGETS if "CUDAExecutionProvider" not in TARGETS[t].providers
-                 or "CUDAExecutionProvider" in ort.get_available_providers()]
+RUNNABLE_HERE = list(TARGETS)  # ort-cuda's fp16 graph also runs on ORT's CPU provider
 
 
 @pytest.fixture(scope="module")
