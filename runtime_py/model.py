@@ -102,7 +102,7 @@ class Weights:
             return weight_map[name]
 
         def norm(name):
-            return inits.get(entry(name)["weight"]).astype(np.float32)
+            return inits.get(entry(name)["weight"]).astype(np.float32, copy=False)
 
         def linear(name):
             return linear_from_entry(name, entry(name), inits)

@@ -140,8 +140,8 @@ class Initializers:
 
     def get(self, name: str) -> np.ndarray:
         if name not in self.tensors:
-            raise KeyError(f"model.onnx has no initializer {name!r} that config.json's weight map names; "
-                           "re-export the model")
+            raise ValueError(f"model.onnx has no initializer {name!r} that config.json's weight map names; "
+                             "re-export the model")
         tensor = self.tensors[name]
         array = numpy_helper.to_array(tensor)
         tensor.ClearField("raw_data")  # free the protobuf copy early (peak memory at load)
@@ -175,8 +175,7 @@ def int8_codes(name: str, entry: dict, inits: Initializers):
     zp = inits.get(entry["zero_points"]) if entry.get("zero_points") else None
     codes = nbits_codes(inits.get(entry["B"]), zp, n, k, bits, bs)
     if name != "lm_head" and (codes.min() < -1 or codes.max() > 1):  # decoder linears are ternary
-        raise InvalidPackedWeights(f"{name}: MatMulNBits codes are not valid trits; the model file is "
-                                   "corrupt, re-export it")
+        raise _not_trits(name)
     if codes.min() < -128 or codes.max() > 127:
         raise ValueError(f"{name}: MatMulNBits codes do not fit int8; this runtime reads bits <= 8")
     return codes.astype(np.int8), inits.get(entry["scales"]).reshape(n, -1)
@@ -188,17 +187,49 @@ def linear_from_entry(name: str, entry: dict, inits: Initializers):
     if kind in ("ternary", "nbits"):
         return Int8Linear(*int8_codes(name, entry, inits), act_bits=int(entry.get("act_bits") or 0))
     if kind == "dense":
-        w = inits.get(entry["weight"]).astype(np.float32)
+        w = inits.get(entry["weight"]).astype(np.float32, copy=False)
         return DenseLinear(w if entry.get("layout", "KN") == "KN" else w.T)
     raise ValueError(f"{name}: weight kind {kind!r} is not a linear this runtime knows; upgrade ternarylm")
 
 
+def _not_trits(name: str) -> InvalidPackedWeights:
+    return InvalidPackedWeights(f"{name}: MatMulNBits codes are not valid trits; the model file is corrupt, "
+                                "re-export it")
+
+
+def _nbits_trits_valid(raw: np.ndarray, zero_points, n: int, blocks: int, bits: int) -> bool | None:
+    """Whether every code minus its zero point is a trit, by a 256-entry byte table (no decoding);
+    None when the zero points differ between blocks (the caller then decodes)."""
+    zp = 2 ** (bits - 1)
+    if zero_points is not None:
+        zps = nbits_codes(zero_points, None, n, blocks, bits, blocks) + 2 ** (bits - 1)  # (N, blocks)
+        if not (zps == zps.flat[0]).all():
+            return None
+        zp = int(zps.flat[0])
+    fields = nbits_codes(np.arange(256, dtype=np.uint8), None, 256, 8 // bits, bits, 1) + 2 ** (bits - 1)
+    valid = (np.abs(fields - zp) <= 1).all(axis=1)  # byte -> every code in it is a trit
+    return bool(valid[raw].all())
+
+
 def check_packed(model: onnx.ModelProto, weight_map: dict):
-    """Decode every ternary / nbits weight once and drop it: ``InvalidPackedWeights`` on bad codes."""
+    """Check every ternary decoder weight: ``InvalidPackedWeights`` on codes that are not trits.
+    MatMulNBits bytes are checked by table; ternary packings are unpacked (and dropped)."""
     inits = Initializers(model)
     for name, entry in weight_map.items():
-        if entry.get("kind") in ("ternary", "nbits"):
+        if name == "lm_head" or entry.get("kind") not in ("ternary", "nbits"):
+            continue
+        if entry["kind"] == "ternary":
             int8_codes(name, entry, inits)
+            continue
+        n, k, bits, bs = int(entry["N"]), int(entry["K"]), int(entry["bits"]), int(entry["block_size"])
+        raw = inits.get(entry["B"])
+        zp = inits.get(entry["zero_points"]) if entry.get("zero_points") else None
+        ok = _nbits_trits_valid(raw, zp, n, -(-k // bs), bits)
+        if ok is None:
+            codes = nbits_codes(raw, zp, n, k, bits, bs)
+            ok = codes.min() >= -1 and codes.max() <= 1
+        if not ok:
+            raise _not_trits(name)
 
 
 def embedding_from_entry(entry: dict, inits: Initializers) -> Embedding:
@@ -206,6 +237,6 @@ def embedding_from_entry(entry: dict, inits: Initializers) -> Embedding:
         bits = int(entry.get("bits", 8))
         codes = inits.get(entry["quant"])
         codes = codes.astype(np.uint8) if bits == 4 else codes.astype(np.int8)
-        return Embedding(codes=codes, scales=inits.get(entry["scales"]).astype(np.float32), bits=bits,
+        return Embedding(codes=codes, scales=inits.get(entry["scales"]).astype(np.float32, copy=False), bits=bits,
                          block_size=int(entry["block_size"]))
-    return Embedding(table=inits.get(entry["weight"]).astype(np.float32))
+    return Embedding(table=inits.get(entry["weight"]).astype(np.float32, copy=False))

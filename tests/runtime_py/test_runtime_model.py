@@ -176,6 +176,21 @@ def test_nbits_codes_invert_to_matmul_nbits(bits, block):
     assert np.array_equal(nbits_codes(b, zp, 10, 128, bits, block), codes)
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_nbits_trit_check_by_byte_table(bits):
+    from ternarylm.runtime_py.weights import _nbits_trits_valid
+
+    trits = np.random.default_rng(bits).integers(-1, 2, (8, 64)).astype(np.int8)
+    b, _, zp = to_matmul_nbits(trits, np.ones((8, 1), np.float32), bits, 32)
+    assert _nbits_trits_valid(b, zp, 8, 2, bits) is True
+    bad = b.copy()
+    bad.reshape(-1)[5] = 0xFF  # 2-bit code 3 / 4-bit code 15: not t + zero point
+    assert _nbits_trits_valid(bad, zp, 8, 2, bits) is False
+    mixed = zp.copy()
+    mixed[0] ^= 1  # one block with another zero point: the caller must decode
+    assert _nbits_trits_valid(b, mixed, 8, 2, bits) is None
+
+
 def test_primitives():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 8)).astype(np.float32)
