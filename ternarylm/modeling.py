@@ -152,7 +152,7 @@ class TernaryLMModel(TernaryLMPreTrainedModel):
         self.norm = TernaryLMRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = TernaryLMRotaryEmbedding(config)
         if config.precision == "ternary":
-            quantize_(self.layers, config.ternary_config())
+            quantize_(self.layers, config.ternary_config(), prefix="model.layers")
         self.post_init()
 
     def get_input_embeddings(self):
