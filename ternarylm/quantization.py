@@ -40,7 +40,8 @@ class TernaryConfig:
     include / exclude: fnmatch patterns over module names; a linear is swapped when it matches an
         include pattern and no exclude pattern. Embeddings are never linears; the LM head is excluded.
     keep_precision: ``{pattern: bits}`` over full module names (``model.layers.3.mlp.down_proj``,
-        ``*.down_proj``, ``model.layers.11.*``); the first matching pattern wins. bits is 4 or 8
+        ``*.down_proj``, ``model.layers.11.*``); when several match, the highest precision wins (order-free, so the
+        mapping survives JSON round trips that sort keys). bits is 4 or 8
         (integer weights, 8-bit activations) or 16 (full precision). Unmatched layers stay ternary.
     """
 
@@ -78,11 +79,9 @@ class TernaryConfig:
         return cls(**d)
 
     def weight_bits(self, name: str) -> int:
-        """Precision of the linear called ``name``: ``TERNARY_BITS`` unless a keep_precision pattern matches."""
-        for pattern, bits in self.keep_precision.items():
-            if fnmatch.fnmatch(name, pattern):
-                return bits
-        return TERNARY_BITS
+        """Precision of the linear called ``name``: the highest matching keep_precision bits, else ternary."""
+        matches = [bits for pattern, bits in self.keep_precision.items() if fnmatch.fnmatch(name, pattern)]
+        return max(matches, default=TERNARY_BITS)
 
     def selects(self, name: str) -> bool:
         return any(fnmatch.fnmatch(name, p) for p in self.include) and not any(

@@ -13,6 +13,7 @@ Examples:
   ternary-train --preset small --precision fp --out runs/fp  # the full-precision twin
   ternary-train --preset 132m --data corpus/ --tokenizer ./bert-base-uncased --device cuda
   ternary-train --dataset roneneldan/TinyStories --preset small --out runs/ts
+  ternary-train --preset small --keep-precision 'model.layers.0.*=8' --out runs/mixed
   ternary-train --out runs/small --resume                     # continue exactly where it stopped
   torchrun --nproc_per_node=2 $(which ternary-train) --preset small --out runs/ddp
 """
@@ -54,6 +55,9 @@ Examples:
 @click.option("--group-size", type=click.Choice(["32", "64", "128"]), help="Columns per scale (granularity group).")
 @click.option("--act-bits", type=click.Choice(["8", "0"]), default="8", show_default=True,
               help="8-bit activation fake-quantisation; 0 turns it off.")
+@click.option("--keep-precision", "keep_precision", multiple=True, metavar="PATTERN=BITS",
+              help="Keep matching linears at 4 or 8 bits or 16 (full precision) instead of ternary, e.g. "
+                   "'model.layers.0.*=8' (repeatable; the highest matching precision wins; ternary-analyze suggests a plan).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -61,10 +65,11 @@ Examples:
 def main(out_dir, preset, precision, config_json, sets, data, dataset, dataset_config, dataset_split,
          text_field, stories, tokenizer, vocab_size, seq_len, batch_size, grad_accum, lr, min_lr_ratio,
          warmup_steps, max_steps, schedule, weight_decay, grad_clip, eval_every, eval_batches,
-         val_fraction, seed, device, threads, keep_last, granularity, group_size, act_bits, resume,
-         overwrite, no_progress):
+         val_fraction, seed, device, threads, keep_last, granularity, group_size, act_bits, keep_precision,
+         resume, overwrite, no_progress):
     """Train a TernaryLM with ternary quantization-aware training (or its fp twin)."""
     from ternarylm.configuration import load_overrides
+    from ternarylm.quantization import parse_keep_precision
     from ternarylm.training.args import TrainArgs
     from ternarylm.training.trainer import train
 
@@ -79,7 +84,7 @@ def main(out_dir, preset, precision, config_json, sets, data, dataset, dataset_c
                      eval_every=eval_every, eval_batches=eval_batches, val_fraction=val_fraction, seed=seed,
                      device=device, threads=threads, keep_last=keep_last, granularity=granularity,
                      group_size=int(group_size) if group_size else None, activation_bits=int(act_bits),
-                     resume=resume, overwrite=overwrite, progress=not no_progress)
+                     keep_precision=parse_keep_precision(keep_precision), resume=resume, overwrite=overwrite, progress=not no_progress)
     summary = train(args)
     click.echo(f"done: step {summary['step']}, best validation loss {summary['best_val_loss']:.4f} "
                f"(perplexity {summary['best_val_ppl']:.2f}); checkpoint {summary['checkpoint']}")

@@ -39,6 +39,7 @@ class TrainArgs:
     granularity: str = "tensor"
     group_size: int | None = None
     activation_bits: int = 8
+    keep_precision: dict = field(default_factory=dict)  # {module pattern: 4 | 8 | 16}, see TernaryConfig
     resume: bool = False
     overwrite: bool = False
     progress: bool = True

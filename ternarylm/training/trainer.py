@@ -67,7 +67,8 @@ def build_config(args: TrainArgs, vocab_size: int, special: dict) -> TernaryLMCo
     if args.seq_len > overrides["max_position_embeddings"]:
         raise TrainError(f"--seq-len {args.seq_len} exceeds max_position_embeddings "
                          f"{overrides['max_position_embeddings']}")
-    quant = dict(granularity=args.granularity, group_size=args.group_size, activation_bits=args.activation_bits)
+    quant = dict(granularity=args.granularity, group_size=args.group_size, activation_bits=args.activation_bits,
+                 keep_precision=dict(args.keep_precision))
     from ternarylm.quantization import TernaryConfig
 
     TernaryConfig(**quant)  # validates
