@@ -65,7 +65,7 @@ dec = load_numpy(sys.argv[1])
 load_s = time.perf_counter() - t0
 rng = np.random.default_rng(0)
 prompt = rng.integers(2, 900, size=(1, int(sys.argv[2]))).astype(np.int64)
-dec.reset(); t = time.perf_counter(); logits = dec.forward(prompt); prefill = time.perf_counter() - t
+dec.reset(); t = time.perf_counter(); logits = dec.forward(prompt, last_only=True); prefill = time.perf_counter() - t
 steps = []
 nxt = int(logits[0, -1].argmax())
 for _ in range(int(sys.argv[3])):
@@ -152,12 +152,13 @@ def main():
               f"{args.prompt_len / r['prefill_ms'] * 1000:8.0f} {r['decode_ms_p50']:7.2f} {r['decode_ms_p95']:7.2f} "
               f"{1000 / r['decode_ms_p50']:9.1f} {x['file_smaller_x']:6.1f} {x['rss_lower_x']:5.1f} "
               f"{x['decode_faster_x']:5.1f}")
-    meta = {"preset": args.preset, "checkpoint": str(args.ckpt) if args.ckpt else "random weights",
+    meta = {"preset": args.preset if not args.ckpt else None, "checkpoint": str(args.ckpt) if args.ckpt else "random weights",
             "threads": args.threads, "prompt_len": args.prompt_len, "decode_tokens": args.decode_tokens,
             "cpu": cpu_model(), "onnxruntime": __import__("onnxruntime").__version__}
-    out = RESULTS / f"export_compare_{args.preset}.json"
+    name = f"export_compare_{Path(args.ckpt).parent.name or 'ckpt'}" if args.ckpt else f"export_compare_{args.preset}"
+    out = RESULTS / f"{name}.json"
     out.write_text(json.dumps({"meta": meta, "rows": table}, indent=2))
-    plot(table, RESULTS / f"export_compare_{args.preset}.png", meta)
+    plot(table, RESULTS / f"{name}.png", meta)
     print(f"\nCPU: {meta['cpu']}, {args.threads} threads, onnxruntime {meta['onnxruntime']}; wrote {out}")
 
 
@@ -175,7 +176,7 @@ def plot(rows, path: Path, meta: dict):
         ax.barh(labels, [r[key] for r in ok], color=["#888"] + ["#2a7"] * (len(ok) - 1))
         ax.set_title(title)
         ax.invert_yaxis()
-    fig.suptitle(f"{meta['preset']}: ternary exports vs fp32 twin ({meta['cpu']}, {meta['threads']} threads)")
+    fig.suptitle(f"{meta['preset'] or meta['checkpoint']}: ternary exports vs fp32 twin ({meta['cpu']}, {meta['threads']} threads)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -6,10 +6,11 @@ The folder format is docs/FORMATS.md section 2: ``model.onnx``, ``config.json``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ternarylm.hashing import sha256_file
 
 EXPORT_FORMAT = "ternarylm-export"
 SUPPORTED_FORMAT_VERSION = 1
@@ -20,14 +21,6 @@ ARCH_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_he
 
 class FolderError(ValueError):
     """A model folder that cannot be profiled (missing manifest, hash mismatch, ...)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _json(path: Path, what: str) -> dict:

@@ -13,8 +13,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ternarylm.devices.folder import sha256_file
 from ternarylm.devices.profile import Lowering
+
+from ternarylm.hashing import sha256_file
 
 PLAN_FORMAT = "ternarylm-device-plan"
 PLAN_VERSION = 1

@@ -25,11 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ternarylm.devices.folder import ModelFolder, sha256_file
+from ternarylm.devices.folder import ModelFolder
 from ternarylm.devices.plan import Plan, write_plan
 from ternarylm.devices.profile import AS_EXPORTED, DeviceProfile, Lowering
 from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.devices.session import SessionSettings, available_cores
+
+from ternarylm.hashing import sha256_file
 
 LowerFn = Callable[..., object]
 MISSING_LOWER = "skipped: ternarylm.export.lower is not available (install the exporter)"

@@ -23,6 +23,7 @@ import numpy as np
 
 from ternarylm.data.errors import DataError
 from ternarylm.data.tokenizer import tokenizer_sha256, without_padding
+from ternarylm.hashing import sha256_file as file_sha256
 
 CACHE_FORMAT = "ternarylm-token-cache"
 CACHE_VERSION = 1
@@ -179,13 +180,6 @@ def cached_or_build(documents: Iterable[str], tokenizer, cache_dir: str | Path, 
     return build_token_cache(documents, tokenizer, out, eos_id, show_progress=show_progress,
                              source=source_key)
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _batches(documents: Iterable[str]) -> Iterator[list[str]]:

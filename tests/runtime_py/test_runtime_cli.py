@@ -12,9 +12,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
-
-from ternarylm.devices.folder import sha256_file
 from ternarylm.runtime_py.cli import main
+
+from ternarylm.hashing import sha256_file
 
 PROMPT = "Once upon a time"
 
