@@ -19,10 +19,12 @@ from ternarylm.ternary import PACKINGS
 
 
 def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: str | None = None,
-                lm_head: str | None = None, block_size: int | None = None):
+                lm_head: str | None = None, block_size: int | None = None, keep_precision: dict | None = None):
     """Emit the canonical graph for a loaded checkpoint and lower it for ``target_name``.
 
-    Returns ``(model_proto, config_json_dict)``.
+    ``keep_precision``: export-time ``{pattern: bits}`` (4, 8 or 16) that overrides the checkpoint's
+    plan for the layers it matches (post-training: their latent weights are quantised to 4/8 bits or
+    kept in full precision here). Returns ``(model_proto, config_json_dict)``.
     """
     from ternarylm.checkpoint import config_from_checkpoint
 
@@ -42,21 +44,10 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
                          f"not {target_name}")
     arch = architecture(config)
     act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
-    weights = extract_weights(ckpt["model"], config)
+    weights = extract_weights(ckpt["model"], config, keep_precision)
     model, weight_map = DecoderEmitter(arch, weights, attention=target.attention, dtype=target.dtype,
                                        packing=packing, act_bits=act_bits).build()
-    lowering_info = {}
-    if weights.ternary and target.dense:
-        import numpy as np
-
-        lowering.ternary_to_dense(model, weight_map, np.float16 if target.dtype == FLOAT16 else np.float32)
-    elif weights.ternary and target.ternary:
-        opts = dict(target.ternary)
-        if block_size:
-            opts["block_size"] = block_size
-        opts["block_size"] = _compatible_block(config, opts["block_size"])
-        lowering.ternary_to_matmul_nbits(model, weight_map, **opts)
-        lowering_info["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", **opts}
+    lowering_info = lower_linears(model, weight_map, target, config, block_size)
     head_block = _divisor_block(arch["hidden_size"], 32)
     if lm_head in ("int8", "int4"):
         lowering.quantize_head(model, weight_map, bits=8 if lm_head == "int8" else 4, block_size=head_block)
@@ -69,16 +60,47 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     config_json = {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "architecture": arch,
         "export": {"target": target_name, "packing": packing if not target.dense and target.ternary is None else None,
-                   "act_bits": act_bits, "embedding": embedding, "lm_head": lm_head,
+                   "act_bits": 0 if target.dense else act_bits, "embedding": embedding, "lm_head": lm_head,
                    "activation_dtype": "float16" if target.dtype == FLOAT16 else "float32",
                    "providers": list(target.providers), "lowering": lowering_info,
-                   "source_precision": config.precision},
+                   "source_precision": config.precision, "source_act_bits": act_bits,
+                   "keep_precision": weights.kept() if weights.ternary else {},
+                   "keep_precision_override": dict(sorted((keep_precision or {}).items()))},
         "weights": weight_map,
         "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
     }
     if weights.ternary and target.ternary is None and not target.dense:
         config_json["export"]["packing"] = packing
     return model, config_json
+
+
+def lower_linears(model, weight_map, target, config, block_size: int | None) -> dict:
+    """Rewrite the canonical ternary and kept-integer linears for ``target``; returns what was done.
+    Full-precision (16-bit) layers stay float MatMuls on every target."""
+    import numpy as np
+
+    info = {}
+    if config.precision != "ternary":
+        return info
+    if target.dense:
+        dtype = np.float16 if target.dtype == FLOAT16 else np.float32
+        lowering.ternary_to_dense(model, weight_map, dtype)
+        lowering.int_to_dense(model, weight_map, dtype)
+        info["dense"] = {"op": "MatMul", "dtype": np.dtype(dtype).name, "act_bits": 0,
+                         "note": "ternary and kept-integer weights dequantised; activation quantisation dropped"}
+    elif target.ternary:
+        opts = dict(target.ternary)
+        if block_size:
+            opts["block_size"] = block_size
+        opts["block_size"] = _compatible_block(config, opts["block_size"])
+        lowering.ternary_to_matmul_nbits(model, weight_map, **opts)
+        info["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", **opts}
+        kept = [e for e in weight_map.values() if e.get("kind") == "int"]
+        if kept:
+            lowering.int_to_matmul_nbits(model, weight_map, accuracy_level=opts["accuracy_level"])
+            info["int_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": sorted({e["bits"] for e in kept}),
+                                  "block_size": kept[0]["block_size"], "accuracy_level": opts["accuracy_level"]}
+    return info
 
 
 def _divisor_block(k: int, preferred: int) -> int:
@@ -102,8 +124,9 @@ def _compatible_block(config, block_size: int) -> int:
 
 def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str = "2bit",
                       embedding: str | None = None, lm_head: str | None = None, block_size: int | None = None,
-                      force: bool = False) -> Path:
-    """Export ``ckpt_path`` to the folder ``out_dir`` (refuses to replace one unless ``force``)."""
+                      force: bool = False, keep_precision: dict | None = None) -> Path:
+    """Export ``ckpt_path`` to the folder ``out_dir`` (refuses to replace one unless ``force``).
+    ``keep_precision``: export-time precision overrides, see ``build_model``."""
     from ternarylm.checkpoint import load_checkpoint
     from tokenizers import Tokenizer
 
@@ -114,7 +137,7 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
     if out_dir.exists() and not force:
         raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
     ckpt = load_checkpoint(ckpt_path)
-    model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size)
+    model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size, keep_precision)
     tok_json = ckpt["tokenizer_json"]
     special = special_token_ids(Tokenizer.from_str(tok_json))
     arch = config_json["architecture"]

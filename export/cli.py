@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
+from ternarylm.export.targets import TARGETS
 
 from ternarylm.cli.common import user_errors
-from ternarylm.export.targets import TARGETS
 
 EXAMPLES = """
 \b
@@ -13,6 +13,7 @@ Examples:
   ternary-export onnx runs/small/ckpt.pt                          # -> exports/small-ort-cpu
   ternary-export onnx runs/small/ckpt.pt --target portable --packing base3 --out exports/p
   ternary-export onnx runs/small/ckpt.pt --with-baseline           # also the fp32 twin beside it
+  ternary-export onnx runs/small/ckpt.pt --keep-precision '*.down_proj=8'   # mixed precision at export
   ternary-export verify exports/small-ort-cpu --ckpt runs/small/ckpt.pt
 """
 
@@ -32,14 +33,25 @@ def main():
 @click.option("--embedding", type=click.Choice(["float", "int8", "int4"]), help="Embedding precision.")
 @click.option("--lm-head", type=click.Choice(["float", "int8", "int4"]), help="LM head precision.")
 @click.option("--block-size", type=int, help="MatMulNBits block size (16/32/64/128/256).")
+@click.option("--keep-precision", "keep_precision", multiple=True, metavar="PATTERN=BITS",
+              help="Post-training mixed precision (repeatable): decoder linears matching PATTERN (full names, "
+                   "e.g. 'model.layers.0.*', '*.down_proj') are exported at BITS = 4 or 8 (their latent weights "
+                   "quantised here: absmax per 32 inputs, 8-bit activations) or 16 (full precision, no "
+                   "quantisation). Overrides the checkpoint's own plan (ternary-train --keep-precision) for "
+                   "the layers it matches; that plan applies elsewhere.")
 @click.option("--with-baseline", is_flag=True, help="Also write the fp32 twin to <out>-fp32.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @user_errors
-def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_size, with_baseline, force):
+def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_size, keep_precision,
+                with_baseline, force):
     """Export CHECKPOINT (a ckpt.pt from ternary-train) to a deployable ONNX folder."""
     from pathlib import Path
 
     from ternarylm.export.api import export_checkpoint
+
+    from ternarylm.quantization import parse_keep_precision
+
+    keep_precision = parse_keep_precision(keep_precision)
 
     if out_dir is None:
         run = Path(checkpoint).resolve().parent.name or "model"
@@ -49,10 +61,10 @@ def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_
         raise click.ClickException(f"{baseline_dir} already exists; pass --force to replace it")
     with click.progressbar(length=2 if with_baseline else 1, label=f"exporting {target}") as bar:
         path = export_checkpoint(checkpoint, out_dir, target=target, packing=packing, embedding=embedding,
-                                 lm_head=lm_head, block_size=block_size, force=force)
+                                 lm_head=lm_head, block_size=block_size, force=force, keep_precision=keep_precision)
         bar.update(1)
         if with_baseline:
-            export_checkpoint(checkpoint, baseline_dir, target="fp32", force=force)
+            export_checkpoint(checkpoint, baseline_dir, target="fp32", force=force, keep_precision=keep_precision)
             bar.update(1)
     _summarise(path)
     if with_baseline:
@@ -64,7 +76,9 @@ def _summarise(path):
 
     manifest = json.loads((path / "manifest.json").read_text())
     size = manifest["files"]["model.onnx"]["bytes"]
-    click.echo(f"wrote {path} (target {manifest['target']}, model.onnx {size / 1e6:.2f} MB)")
+    kept = json.loads((path / "config.json").read_text())["export"].get("keep_precision") or {}
+    mixed = f", {len(kept)} linears kept at {'/'.join(map(str, sorted(set(kept.values()))))} bits" if kept else ""
+    click.echo(f"wrote {path} (target {manifest['target']}, model.onnx {size / 1e6:.2f} MB{mixed})")
 
 
 @main.command("verify")

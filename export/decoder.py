@@ -8,19 +8,23 @@ Two attention styles share everything else:
   SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization, QuickGelu as SiLU), as
   onnxruntime-genai's model builder emits them; the ``ort-*`` targets use it.
 
-Linears are always emitted as TernaryMatMul (ternary checkpoints) or MatMul (fp checkpoints); the
-lowering passes then rewrite them for a runtime. Node names read as paths: ``/model/layers.0/attn/...``.
+Linears are emitted by their kept precision: TernaryMatMul (ternary), per-row int8 activation
+fake-quant + blocked DequantizeLinear + MatMul (4/8-bit kept layers, standard ops), MatMul (full
+precision: fp checkpoints and 16-bit layers); a fused group whose parts differ is emitted part by
+part and concatenated. The lowering passes then rewrite them for a runtime. Node names read as
+paths: ``/model/layers.0/attn/...``.
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from onnx import helper
 
 from ternarylm.export.custom_op import OP_TYPE, function_proto
 from ternarylm.export.graph import FLOAT, FLOAT16, INT64, MS_DOMAIN, OPSET, TERNARY_DOMAIN, GraphBuilder
-from ternarylm.export.weights import ExportWeights, TernaryWeight, rope_tables
-from ternarylm.ternary import TRITS_PER_BYTE, pack
+from ternarylm.export.weights import FULL_BITS, ExportWeights, IntWeight, LinearParts, TernaryWeight, rope_tables
+from ternarylm.ternary import EPS, TRITS_PER_BYTE, pack
 
 NEG_INF = {FLOAT: -1e9, FLOAT16: -65504.0}
 
@@ -33,27 +37,80 @@ class DecoderEmitter:
         self.np_dt = np.float16 if dtype == FLOAT16 else np.float32
         self.g = GraphBuilder("ternarylm_decoder")
         self.weight_map: dict[str, dict] = {}
+        self.uses_ternary_op = False
 
     # ---- primitives -------------------------------------------------------------------------
     def linear(self, x: str, name: str, path: str) -> str:
-        w = self.w.linears[name]
-        if isinstance(w, TernaryWeight):
-            n, k = w.shape
-            g = k // w.scales.shape[1]
-            packed = self.g.initializer(f"{name}.weight.packed", pack(w.trits, self.packing))
-            scales = self.g.initializer(f"{name}.weight.scales", w.scales.astype(np.float32))
-            self.weight_map[name] = dict(kind="ternary", packed=packed, scales=scales, packing=self.packing,
-                                         K=k, N=n, group_size=g, act_bits=self.act_bits)
-            per = TRITS_PER_BYTE[self.packing]
-            return self.g.op(OP_TYPE, [x, packed, scales], f"{path}/TernaryMatMul", domain=TERNARY_DOMAIN,
-                             K=k, N=n, packing=self.packing, group_size=g, act_bits=self.act_bits,
-                             trits_per_byte=per, code_base=4 if per == 4 else 3)
-        return self.dense(x, name, w, path)
+        return self.emit_linear(x, name, self.w.linears[name], path)
 
-    def dense(self, x: str, name: str, w_nk: np.ndarray, path: str) -> str:
+    def emit_linear(self, x: str, name: str, w, path: str) -> str:
+        """One logical linear by its kind: ternary, kept integer, full precision, or mixed parts."""
+        if isinstance(w, LinearParts):
+            return self.concat_parts(x, name, w, path)
+        if isinstance(w, TernaryWeight):
+            return self.ternary(x, name, w, path)
+        if isinstance(w, IntWeight):
+            return self.int_linear(x, name, w, path)
+        return self.dense(x, name, w, path, weight_bits=FULL_BITS)
+
+    def ternary(self, x: str, name: str, w: TernaryWeight, path: str) -> str:
+        n, k = w.shape
+        g = k // w.scales.shape[1]
+        packed = self.g.initializer(f"{name}.weight.packed", pack(w.trits, self.packing))
+        scales = self.g.initializer(f"{name}.weight.scales", w.scales.astype(np.float32))
+        self.weight_map[name] = dict(kind="ternary", packed=packed, scales=scales, packing=self.packing,
+                                     K=k, N=n, group_size=g, act_bits=self.act_bits, weight_bits=w.bits)
+        self.uses_ternary_op = True
+        per = TRITS_PER_BYTE[self.packing]
+        return self.g.op(OP_TYPE, [x, packed, scales], f"{path}/TernaryMatMul", domain=TERNARY_DOMAIN,
+                         K=k, N=n, packing=self.packing, group_size=g, act_bits=self.act_bits,
+                         trits_per_byte=per, code_base=4 if per == 4 else 3)
+
+    def int_linear(self, x: str, name: str, w: IntWeight, path: str) -> str:
+        """A 4/8-bit layer with standard ops only: per-row int8 activation fake-quant (as training),
+        then ``DequantizeLinear`` (blocked, INT4/INT8 ``[N, K]``, blocks along K) -> Transpose -> MatMul.
+        ``[N, K]`` + Transpose, not ``[K, N]`` with axis 0: onnxruntime fuses DequantizeLinear(axis 0)
+        + MatMul into MatMulNBits with block-quantised activations, which is no longer exact."""
+        n, k = w.shape
+        storage = ml_dtypes.int4 if w.bits == 4 else np.int8
+        codes = self.g.initializer(f"{name}.weight.q{w.bits}", w.codes.astype(storage))
+        scales = self.g.initializer(f"{name}.weight.q{w.bits}.scales", w.scales.astype(np.float32))
+        self.weight_map[name] = {"kind": "int", "weight": codes, "scales": scales, "layout": "NK",
+                                 "dtype": "int4" if w.bits == 4 else "int8", "bits": w.bits,
+                                 "block_size": w.block_size, "K": k, "N": n, "act_bits": self.act_bits,
+                                 "weight_bits": w.bits}
+        x_in = self.quantize_activations(x, f"{path}/act_quant") if self.act_bits == 8 else x
+        w_nk = self.g.op("DequantizeLinear", [codes, scales], f"{path}/DequantizeLinear", axis=1,
+                         block_size=w.block_size)
+        w_kn = self.g.op("Transpose", [w_nk], f"{path}/Transpose", perm=[1, 0])
+        if self.dt != FLOAT:
+            w_kn = self.g.op("Cast", [w_kn], f"{path}/Cast", to=self.dt)
+        return self.g.op("MatMul", [x_in, w_kn], f"{path}/MatMul")
+
+    def quantize_activations(self, x: str, path: str) -> str:
+        """Per-row absmax int8 fake-quant, the op sequence of TernaryMatMul's body (= BitLinear's)."""
+        g, dt = self.g, self.np_dt
+        x_max = g.op("ReduceMax", [g.op("Abs", [x], f"{path}/Abs"), g.const([-1])], f"{path}/ReduceMax", keepdims=1)
+        safe = g.op("Max", [x_max, g.const(EPS, dt)], f"{path}/Max")
+        scale = g.op("Div", [g.const(127.0, dt), safe], f"{path}/Scale")
+        rounded = g.op("Round", [g.op("Mul", [x, scale], f"{path}/Mul")], f"{path}/Round")
+        clipped = g.op("Clip", [rounded, g.const(-128.0, dt), g.const(127.0, dt)], f"{path}/Clip")
+        return g.op("Div", [clipped, scale], f"{path}/Div")
+
+    def concat_parts(self, x: str, name: str, w: LinearParts, path: str) -> str:
+        """A fused linear whose parts differ in precision: each part, then Concat on the last axis."""
+        parent = path.rsplit("/", 1)[0]
+        outs = [self.emit_linear(x, part, pw, f"{parent}/{part.rsplit('.', 1)[1]}") for part, pw in w.parts]
+        n, k = w.shape
+        self.weight_map[name] = {"kind": "concat", "parts": [part for part, _ in w.parts], "axis": -1, "K": k, "N": n}
+        return self.g.op("Concat", outs, f"{path}/Concat", axis=-1)
+
+    def dense(self, x: str, name: str, w_nk: np.ndarray, path: str, weight_bits: int | None = None) -> str:
         weight = self.g.initializer(f"{name}.weight", np.ascontiguousarray(w_nk.T).astype(self.np_dt))
         self.weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(self.np_dt).name,
                                      K=w_nk.shape[1], N=w_nk.shape[0])
+        if weight_bits is not None:
+            self.weight_map[name]["weight_bits"] = weight_bits
         return self.g.op("MatMul", [x, weight], f"{path}/MatMul")
 
     def rms_norm(self, x: str, name: str, path: str, weight: np.ndarray) -> str:
@@ -97,7 +154,7 @@ class DecoderEmitter:
         g.op("Identity", [logits], "/logits/Identity", outputs=["logits"])
         opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(TERNARY_DOMAIN, 1),
                   helper.make_opsetid(MS_DOMAIN, 1)]
-        functions = [function_proto()] if self.w.ternary else []
+        functions = [function_proto()] if self.uses_ternary_op else []
         return g.model(opsets, functions, doc="TernaryLM decoder exported by ternarylm"), self.weight_map
 
     # ---- standard-op decoder ---------------------------------------------------------------

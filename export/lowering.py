@@ -4,6 +4,10 @@ and the config's weight map and rewrites both in place; registries, not if/elif 
 - ``ternary_to_matmul_nbits(bits, block_size, accuracy_level)``: TernaryMatMul -> com.microsoft
   MatMulNBits with codes t + zero_point (exact; 2-bit: zp 1, 4-bit: zp 8).
 - ``ternary_to_dense(dtype)``: TernaryMatMul -> MatMul on dequantised float weights (the dense twin).
+- ``int_to_matmul_nbits(accuracy_level)``: a kept 4/8-bit layer (activation fake-quant + blocked
+  DequantizeLinear + MatMul) -> MatMulNBits bits 4/8 with its exact codes (q + 2**(bits-1), the
+  default zero point) and block scales.
+- ``int_to_dense(dtype)``: a kept 4/8-bit layer -> MatMul on its dequantised float weights.
 - ``quantize_head(bits, block_size)``: the float LM-head MatMul -> MatMulNBits (block absmax, symmetric).
 - ``quantize_embedding(bits, block_size)``: the float Gather table -> int8/int4 codes + block scales,
   dequantised after the Gather with standard ops (only the gathered rows are ever dequantised).
@@ -17,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from ternarylm.export.custom_op import OP_TYPE
 from ternarylm.export.graph import MS_DOMAIN, TERNARY_DOMAIN
+from ternarylm.export.weights import TERNARY_BITS
 from ternarylm.ternary import to_matmul_nbits, unpack
 
 
@@ -76,13 +81,22 @@ def ternary_weight_arrays(g: "_Graph", entry: dict):
     return trits.astype(np.int8), g.array(entry["scales"]).reshape(n, -1)
 
 
+def is_ternary_entry(name: str, entry: dict) -> bool:
+    """A ternary decoder linear (canonical or MatMulNBits); exports before mixed precision have no
+    ``weight_bits`` and only their LM head is non-ternary."""
+    if entry.get("kind") == "ternary":
+        return True
+    return (entry.get("kind") == "nbits" and name != "lm_head" and entry.get("act_bits") is not None
+            and entry.get("weight_bits", TERNARY_BITS) == TERNARY_BITS)
+
+
 def _ternary_nodes(model, weight_map):
     """(node, logical name, entry) for every ternary matmul, canonical or already lowered."""
     by_input = {}
     for name, e in weight_map.items():
         if e["kind"] == "ternary":
             by_input[e["packed"]] = name
-        elif e["kind"] == "nbits" and e.get("act_bits") is not None and name != "lm_head":
+        elif is_ternary_entry(name, e):
             by_input[e["B"]] = name
     for node in list(model.graph.node):
         if node.op_type in (OP_TYPE, "MatMulNBits") and len(node.input) > 1 and node.input[1] in by_input:
@@ -113,7 +127,8 @@ def ternary_to_matmul_nbits(model, weight_map, bits: int = 2, block_size: int = 
                                K=e["K"], N=e["N"], bits=bits, block_size=block_size, accuracy_level=accuracy_level)
         _replace_node(model.graph, node, new)
         weight_map[name] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
-                                K=e["K"], N=e["N"], act_bits=e["act_bits"], accuracy_level=accuracy_level)
+                                K=e["K"], N=e["N"], act_bits=e["act_bits"], accuracy_level=accuracy_level,
+                                weight_bits=TERNARY_BITS)
     _drop_function(model, OP_TYPE)
 
 
@@ -130,8 +145,92 @@ def ternary_to_dense(model, weight_map, dtype=np.float32):
                                name=f"{node.name.rsplit('/', 1)[0]}/MatMul")
         _replace_node(model.graph, node, new)
         weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(dtype).name,
-                                K=e["K"], N=e["N"])
+                                K=e["K"], N=e["N"], weight_bits=TERNARY_BITS)
     _drop_function(model, OP_TYPE)
+
+
+def _int_linears(model, weight_map):
+    """``(name, entry, nodes, x, matmul)`` per kept 4/8-bit layer: the nodes under its path (activation
+    quant, DequantizeLinear, Transpose, Cast, MatMul), its input activation and its final MatMul."""
+    produced_by_graph = {o for n in model.graph.node for o in n.output}
+    for name, e in list(weight_map.items()):
+        if e.get("kind") != "int":
+            continue
+        dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == e["weight"])
+        base = dq.name.rsplit("/", 1)[0] + "/"
+        nodes = [n for n in model.graph.node if n.name.startswith(base)]
+        inside = {o for n in nodes for o in n.output}
+        outside = {i for n in nodes for i in n.input if i and i not in inside and i in produced_by_graph}
+        outside |= {i for n in nodes for i in n.input if i and i in {v.name for v in model.graph.input}}
+        if len(outside) != 1:
+            raise ValueError(f"{name}: expected one activation input under {base}, found {sorted(outside)}; "
+                             "re-export from the checkpoint")
+        matmul = next(n for n in nodes if n.op_type == "MatMul")
+        yield name, e, nodes, outside.pop(), matmul
+
+
+def _replace_nodes(graph, old: list, anchor, new):
+    """Put ``new`` where ``anchor`` was (its inputs are produced before it) and drop ``old``."""
+    _replace_node(graph, anchor, new)
+    for n in old:
+        if n is not anchor:
+            graph.node.remove(n)
+
+
+def _int_arrays(g: _Graph, e: dict):
+    """(codes int8 [N, K], scales float32 [N, K / block_size]) of a kept integer layer."""
+    codes = g.array(e["weight"]).astype(np.int8)
+    if e.get("layout", "NK") != "NK":
+        codes = codes.T
+    return codes, g.array(e["scales"]).astype(np.float32).reshape(e["N"], -1)
+
+
+def int_to_matmul_nbits(model, weight_map, accuracy_level: int = 4):
+    """Kept 4/8-bit layers -> MatMulNBits (their act fake-quant is replaced by MatMulNBits' own, as
+    for ternary layers). Codes are exact; no zero-point input (the default 2**(bits-1) applies)."""
+    g = _Graph(model)
+    act = _activation_dtype(model)
+    for name, e, nodes, x, matmul in list(_int_linears(model, weight_map)):
+        codes, scales = _int_arrays(g, e)
+        bits, bs = int(e["bits"]), int(e["block_size"])
+        packed, block_scales, _ = to_matmul_nbits(codes, scales, bits, bs)
+        for key in ("weight", "scales"):
+            g.remove(e[key])
+        b = g.add(f"{name}.weight.q{bits}", packed)
+        s = g.add(f"{name}.weight.q{bits}.scales", block_scales.reshape(-1).astype(act))
+        base = matmul.name.rsplit("/", 1)[0]
+        new = helper.make_node("MatMulNBits", [x, b, s], list(matmul.output), name=f"{base}/MatMulNBits",
+                               domain=MS_DOMAIN, K=e["K"], N=e["N"], bits=bits, block_size=bs,
+                               accuracy_level=accuracy_level)
+        _replace_nodes(model.graph, nodes, matmul, new)
+        weight_map[name] = {"kind": "nbits", "B": b, "scales": s, "zero_points": None, "bits": bits,
+                            "block_size": bs, "K": e["K"], "N": e["N"], "act_bits": e["act_bits"],
+                            "accuracy_level": accuracy_level, "weight_bits": bits}
+    prune_constants(model)
+
+
+def int_to_dense(model, weight_map, dtype=np.float32):
+    """Kept 4/8-bit layers -> MatMul on ``codes * scales`` (the dense twin; no activation quant)."""
+    g = _Graph(model)
+    for name, e, nodes, x, matmul in list(_int_linears(model, weight_map)):
+        codes, scales = _int_arrays(g, e)
+        w = (codes.astype(np.float32) * np.repeat(scales, int(e["block_size"]), axis=1)).T.astype(dtype)
+        for key in ("weight", "scales"):
+            g.remove(e[key])
+        weight = g.add(f"{name}.weight", w)
+        new = helper.make_node("MatMul", [x, weight], list(matmul.output),
+                               name=f"{matmul.name.rsplit('/', 1)[0]}/MatMul")
+        _replace_nodes(model.graph, nodes, matmul, new)
+        weight_map[name] = {"kind": "dense", "weight": weight, "layout": "KN", "dtype": np.dtype(dtype).name,
+                            "K": e["K"], "N": e["N"], "weight_bits": e["weight_bits"]}
+    prune_constants(model)
+
+
+def prune_constants(model):
+    """Drop shared ``const/...`` initializers that no node reads any more (after a rewrite)."""
+    used = {i for n in model.graph.node for i in n.input}
+    for t in [t for t in model.graph.initializer if t.name.startswith("const/") and t.name not in used]:
+        model.graph.initializer.remove(t)
 
 
 def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
@@ -166,7 +265,7 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
                            accuracy_level=accuracy_level)
     _replace_node(model.graph, node, new)
     weight_map["lm_head"] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
-                                 K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level)
+                                 K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level, weight_bits=bits)
 
 
 def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):

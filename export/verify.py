@@ -9,7 +9,8 @@ exact ternary weights), so it matches up to float rounding — and the occasiona
 an int8 rounding boundary, which shifts logits by about 1e-3 of their range (hence 1e-2). MatMulNBits quantises activations per
 block of the K axis instead of per token, a quantised head/embedding adds its own error, and the
 dense twins drop activation quantisation: those targets get a looser logit tolerance and are held
-to greedy agreement.
+to greedy agreement. Mixed-precision exports are compared against the PyTorch model with the
+export's per-layer plan (``config.json`` ``export.keep_precision``), export-time overrides included.
 """
 
 from __future__ import annotations
@@ -34,6 +35,19 @@ def _torch_reference(model, ids: list[int], max_new_tokens: int):
         full = out[0].tolist()
         logits = model(torch.tensor([full]), use_cache=False).logits[0].float().numpy()
     return full, logits
+
+
+def apply_precision_plan(model, kept: dict | None):
+    """Give the PyTorch model the export's per-layer precision (``export.keep_precision``: the
+    checkpoint's plan plus any export-time override), so both sides compute the same mixed model.
+    Exports without the field (before mixed precision) leave the checkpoint's plan as it is."""
+    from ternarylm.quantization import TERNARY_BITS, ternary_linears
+
+    if kept is None:
+        return model
+    for name, module in ternary_linears(model):
+        module.weight_bits = int(kept.get(name, TERNARY_BITS))
+    return model
 
 
 def _engine_logits(engine, ids: list[int]) -> np.ndarray:
@@ -71,7 +85,7 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16
     config = json.loads((export_dir / "config.json").read_text())
     target = config["export"]["target"]
     ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt)
+    model = apply_precision_plan(model_from_checkpoint(ckpt), config["export"].get("keep_precision"))
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
     tol = logit_tol if logit_tol is not None else RELATIVE_TOLERANCE.get(target, DEFAULT_RELATIVE_TOLERANCE)
     prompts = prompts or list(DEFAULT_PROMPTS)

@@ -2,19 +2,31 @@
 
 q/k/v become one ``qkv_proj`` (rows q, k, v) and gate/up one ``gate_up_proj`` (rows gate, up): one
 matmul instead of three or two per token. Each fused row keeps its own scale, so fusing is exact.
+
+Mixed precision (``TernaryConfig.keep_precision``): each linear gets its own kind, ternary
+(``TernaryWeight``), 4/8-bit integers (``IntWeight``) or full precision (float32 ``ndarray``). Parts
+of a fused group are fused only while neighbours share kind and bits; a group that mixes kinds
+becomes ``LinearParts`` (runs of equal parts, concatenated on the output axis by the graph): exact,
+and it costs an extra matmul only where the plan mixes.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 import numpy as np
+
+TERNARY_BITS = 2  # = ternarylm.quantization.TERNARY_BITS (kept torch-free here)
+FULL_BITS = 16
 
 
 @dataclass
 class TernaryWeight:
     trits: np.ndarray  # int8 [N, K]
     scales: np.ndarray  # float32 [N, K / group_size]
+
+    bits = TERNARY_BITS
 
     @property
     def shape(self):
@@ -27,53 +39,164 @@ class TernaryWeight:
 
 
 @dataclass
+class IntWeight:
+    """A layer kept at 4 or 8 bits: symmetric codes and one scale per ``block_size`` input columns,
+    exactly the ``codes * scales`` training's forward multiplies by."""
+
+    codes: np.ndarray  # int8 [N, K], |code| <= 2**(bits-1) - 1
+    scales: np.ndarray  # float32 [N, K / block_size]
+    bits: int
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def block_size(self) -> int:
+        return self.codes.shape[1] // self.scales.shape[1]
+
+    def dequantized(self) -> np.ndarray:
+        return self.codes.astype(np.float32) * np.repeat(self.scales.astype(np.float32), self.block_size, axis=1)
+
+
+@dataclass
+class LinearParts:
+    """A fused logical linear whose parts differ in precision: ``[(name, weight), ...]`` in row order."""
+
+    parts: list
+
+    @property
+    def shape(self):
+        return sum(w.shape[0] for _, w in self.parts), self.parts[0][1].shape[1]
+
+
+@dataclass
 class ExportWeights:
-    """Logical weights in torch layout ([N, K] for linears). ``linears`` values are TernaryWeight
-    (ternary checkpoints) or float32 arrays (full-precision checkpoints)."""
+    """Logical weights in torch layout ([N, K] for linears). ``linears`` values are TernaryWeight,
+    IntWeight, float32 arrays (full-precision layers and checkpoints) or LinearParts.
+    ``bits`` is the precision plan: full module name -> 2 (ternary), 4, 8 or 16."""
 
     embed: np.ndarray
     final_norm: np.ndarray
     lm_head: np.ndarray  # [V, D]
     norms: dict = field(default_factory=dict)  # logical name -> [D]
-    linears: dict = field(default_factory=dict)  # logical name -> TernaryWeight | ndarray
+    linears: dict = field(default_factory=dict)  # logical name -> TernaryWeight | IntWeight | ndarray | LinearParts
     ternary: bool = True
+    bits: dict = field(default_factory=dict)
+
+    def kept(self) -> dict:
+        """The layers that are not ternary: ``{module name: bits}`` (the effective keep_precision)."""
+        return {name: b for name, b in sorted(self.bits.items()) if b != TERNARY_BITS}
+
+
+def weight_bits_of(w) -> int:
+    return FULL_BITS if isinstance(w, np.ndarray) else w.bits
+
+
+def _same_kind(a, b) -> bool:
+    return type(a) is type(b) and weight_bits_of(a) == weight_bits_of(b)
 
 
 def _fuse(parts):
     if isinstance(parts[0], TernaryWeight):
         return TernaryWeight(np.concatenate([p.trits for p in parts]), np.concatenate([p.scales for p in parts]))
+    if isinstance(parts[0], IntWeight):
+        return IntWeight(np.concatenate([p.codes for p in parts]), np.concatenate([p.scales for p in parts]),
+                         parts[0].bits)
     return np.concatenate(parts)
 
 
-def extract_weights(state: dict, config) -> ExportWeights:
-    """``state``: the checkpoint's model state dict (torch tensors); ``config``: TernaryLMConfig."""
-    import torch
+def fuse_group(prefix: str, named: list[tuple[str, object]]):
+    """Fuse ``[(short name, weight), ...]`` (e.g. q, k, v) into one weight when all share kind and
+    bits; otherwise ``LinearParts`` of runs of equal neighbours, named ``{prefix}.{shorts}_proj``."""
+    runs: list[list[tuple[str, object]]] = []
+    for short, w in named:
+        if runs and _same_kind(runs[-1][-1][1], w):
+            runs[-1].append((short, w))
+        else:
+            runs.append([(short, w)])
+    if len(runs) == 1:
+        return _fuse([w for _, w in named])
+    return LinearParts([(f"{prefix}.{''.join(s for s, _ in run)}_proj", _fuse([w for _, w in run]))
+                        for run in runs])
 
-    from ternarylm.quantization import ternary_weight
+
+def precision_plan(config, override: dict | None = None):
+    """``bits(module name)``: the export-time ``override`` patterns win for the layers they match,
+    the checkpoint's keep_precision applies elsewhere; a linear training never quantised is 16."""
+    from ternarylm.quantization import TernaryConfig
 
     quant = config.ternary_config()
-    ternary = config.precision == "ternary"
+    extra = TernaryConfig(keep_precision=dict(override or {}))
+
+    def bits(name: str) -> int:
+        if config.precision != "ternary" or not quant.selects(name):
+            return FULL_BITS
+        if any(fnmatch.fnmatch(name, p) for p in extra.keep_precision):
+            return extra.weight_bits(name)
+        return quant.weight_bits(name)
+
+    return bits
+
+
+def linear_names(config) -> list[str]:
+    names = []
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}"
+        names += [f"{p}.self_attn.{x}_proj" for x in "qkvo"] + [f"{p}.mlp.{x}_proj" for x in ("gate", "up", "down")]
+    return names
+
+
+def _check_override(config, override: dict | None):
+    if override and config.precision != "ternary":
+        raise ValueError("--keep-precision needs a ternary checkpoint; this one is full precision (precision=fp)")
+    names = linear_names(config)
+    for pattern in override or {}:
+        if not any(fnmatch.fnmatch(n, pattern) for n in names):
+            raise ValueError(f"--keep-precision pattern {pattern!r} matches no linear; names look like "
+                             f"{names[-1]} (patterns such as '*.down_proj' or 'model.layers.0.*')")
+
+
+def extract_weights(state: dict, config, keep_precision: dict | None = None) -> ExportWeights:
+    """``state``: the checkpoint's model state dict (torch tensors); ``config``: TernaryLMConfig;
+    ``keep_precision``: export-time ``{pattern: bits}`` applied on top of the checkpoint's plan."""
+    import torch
+
+    from ternarylm.quantization import KEPT_BLOCK, int_weight, ternary_weight
+
+    _check_override(config, keep_precision)
+    quant = config.ternary_config()
+    bits_of = precision_plan(config, keep_precision)
+    out = ExportWeights(embed=None, final_norm=None, lm_head=None, ternary=config.precision == "ternary")
 
     def f32(name):
         return state[name].detach().to(torch.float32).cpu().numpy()
 
-    def linear(name):
-        w = state[name].detach().to(torch.float32).cpu()
-        if not ternary:
+    def linear(module):
+        w = state[f"{module}.weight"].detach().to(torch.float32).cpu()
+        bits = out.bits[module] = bits_of(module)
+        if bits == FULL_BITS:
             return w.numpy()
-        trits, scales = ternary_weight(w, quant.granularity, quant.group_size)
-        return TernaryWeight(trits.numpy().astype(np.int8), scales.float().contiguous().numpy())
+        if bits == TERNARY_BITS:
+            trits, scales = ternary_weight(w, quant.granularity, quant.group_size)
+            return TernaryWeight(trits.numpy().astype(np.int8), scales.float().contiguous().numpy())
+        if w.shape[1] % KEPT_BLOCK:
+            raise ValueError(f"{module} has {w.shape[1]} inputs, not a multiple of {KEPT_BLOCK}; keep it at 16 "
+                             f"(full precision) instead of {bits} bits")
+        codes, scales = int_weight(w, bits)
+        return IntWeight(codes.numpy().astype(np.int8), scales.float().contiguous().numpy(), bits)
 
-    out = ExportWeights(embed=f32("model.embed_tokens.weight"), final_norm=f32("model.norm.weight"),
-                        lm_head=f32("lm_head.weight"), ternary=ternary)
+    out.embed, out.final_norm = f32("model.embed_tokens.weight"), f32("model.norm.weight")
+    out.lm_head = f32("lm_head.weight")
     for i in range(config.num_hidden_layers):
         p = f"model.layers.{i}"
         out.norms[f"{p}.input_layernorm"] = f32(f"{p}.input_layernorm.weight")
         out.norms[f"{p}.post_attention_layernorm"] = f32(f"{p}.post_attention_layernorm.weight")
-        out.linears[f"{p}.self_attn.qkv_proj"] = _fuse([linear(f"{p}.self_attn.{x}_proj.weight") for x in "qkv"])
-        out.linears[f"{p}.self_attn.o_proj"] = linear(f"{p}.self_attn.o_proj.weight")
-        out.linears[f"{p}.mlp.gate_up_proj"] = _fuse([linear(f"{p}.mlp.{x}_proj.weight") for x in ("gate", "up")])
-        out.linears[f"{p}.mlp.down_proj"] = linear(f"{p}.mlp.down_proj.weight")
+        a, m = f"{p}.self_attn", f"{p}.mlp"
+        out.linears[f"{a}.qkv_proj"] = fuse_group(a, [(x, linear(f"{a}.{x}_proj")) for x in "qkv"])
+        out.linears[f"{a}.o_proj"] = linear(f"{a}.o_proj")
+        out.linears[f"{m}.gate_up_proj"] = fuse_group(m, [(x, linear(f"{m}.{x}_proj")) for x in ("gate", "up")])
+        out.linears[f"{m}.down_proj"] = linear(f"{m}.down_proj")
     return out
 
 

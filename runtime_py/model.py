@@ -3,8 +3,9 @@
 It runs an export folder (any target: the weight format is a parameter, see ``weights.py``) with
 nothing but numpy and onnx (to read the initializers). It mirrors ``ternarylm.modeling`` exactly:
 pre-norm RMSNorm, RoPE ("rotate half"), grouped-query attention with a KV cache, SwiGLU, untied
-LM head, and BitLinear's per-token absmax int8 activation fake-quant before each ternary matmul
-whose weight entry says ``act_bits = 8``.
+LM head, and BitLinear's per-token absmax int8 activation fake-quant before each ternary or kept
+4/8-bit matmul whose weight entry says ``act_bits = 8``. Mixed-precision exports load layer by layer
+(ternary, 4/8-bit integer, float; a fused q/k/v or gate/up whose parts differ is a ConcatLinear).
 
 Shapes: B batch, T new tokens, S = past + T keys, D hidden, nh / nkv query / key-value heads,
 hd head dim, V vocab.
@@ -105,7 +106,7 @@ class Weights:
             return inits.get(entry(name)["weight"]).astype(np.float32, copy=False)
 
         def linear(name):
-            return linear_from_entry(name, entry(name), inits)
+            return linear_from_entry(name, entry(name), inits, weight_map)
 
         layers = []
         for i in range(config.num_hidden_layers):

@@ -4,8 +4,10 @@ Nothing here interprets the graph: each logical weight (docs/FORMATS.md, "config
 initializers that hold it, and its ``kind`` says how to decode them:
 
     ternary    packed trits (``2bit`` / ``base3``) + scales  -> Int8Linear (trits, scales), unpacked once
+    int        kept 4/8-bit codes ``[N, K]`` + block scales -> Int8Linear (codes, block scales)
     nbits      MatMulNBits codes + scales + zero points      -> Int8Linear (codes - zp, block scales)
     dense      float ``[K, N]`` or ``[N, K]``               -> DenseLinear (float32 ``[K, N]``)
+    concat     a fused linear whose parts differ in precision -> ConcatLinear (each part's entry)
     embedding  float table, or int8/int4 codes + block scales -> Embedding (rows dequantised on gather)
     norm       RMSNorm gain ``[D]``                          -> float32 array
 
@@ -41,6 +43,7 @@ from onnx import numpy_helper
 
 from ternarylm.ternary import InvalidPackedWeights, quantize_activations_int8, unpack
 
+TERNARY_BITS = 2  # ``weight_bits`` of a ternary layer in the weight map
 BLOCK_ELEMS = 3 << 16  # weights converted per BLAS call: 768 KiB of float32, stays in L2
 _workspace = threading.local()
 
@@ -109,6 +112,18 @@ class DenseLinear:
         return np.matmul(np.asarray(x, np.float32), self.weight)
 
 
+class ConcatLinear:
+    """A fused linear stored as parts of different precision: outputs concatenated in row order."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+        self.act_bits = max(p.act_bits for p in parts)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([p(x) for p in self.parts], axis=-1)
+
+
 class Embedding:
     """Token embedding: a float table ``[V, D]``, or int8 codes ``[V, D]`` (int4: two codes per byte,
     low nibble first, stored as ``q + 8``) with block scales ``[V, D // block]``."""
@@ -162,9 +177,23 @@ def nbits_codes(raw: np.ndarray, zero_points, n: int, k: int, bits: int, block_s
     return codes - np.repeat(zp.astype(np.int16), block_size, axis=1)[:, :k]
 
 
+def is_ternary_entry(name: str, entry: dict) -> bool:
+    """A ternary decoder linear. Exports before mixed precision have no ``weight_bits``: there every
+    ``nbits`` entry but the LM head's is ternary."""
+    if entry.get("kind") == "ternary":
+        return True
+    return (entry.get("kind") == "nbits" and name != "lm_head"
+            and int(entry.get("weight_bits") or TERNARY_BITS) == TERNARY_BITS)
+
+
 def int8_codes(name: str, entry: dict, inits: Initializers):
-    """``(codes int8 [N, K], scales float32 [N, groups])`` of a ``ternary`` or ``nbits`` entry; raises
-    ``InvalidPackedWeights`` when a decoder linear's codes are not trits."""
+    """``(codes int8 [N, K], scales float32 [N, groups])`` of a ``ternary``, ``int`` or ``nbits``
+    entry; raises ``InvalidPackedWeights`` when a ternary layer's codes are not trits."""
+    if entry["kind"] == "int":
+        codes = inits.get(entry["weight"]).astype(np.int8)  # INT4 initializers read as ml_dtypes.int4
+        if entry.get("layout", "NK") != "NK":
+            codes = codes.T
+        return np.ascontiguousarray(codes), inits.get(entry["scales"]).reshape(int(entry["N"]), -1)
     if entry["kind"] == "ternary":
         try:
             trits = unpack(inits.get(entry["packed"]), int(entry["K"]), entry["packing"])
@@ -174,17 +203,23 @@ def int8_codes(name: str, entry: dict, inits: Initializers):
     n, k, bits, bs = int(entry["N"]), int(entry["K"]), int(entry["bits"]), int(entry["block_size"])
     zp = inits.get(entry["zero_points"]) if entry.get("zero_points") else None
     codes = nbits_codes(inits.get(entry["B"]), zp, n, k, bits, bs)
-    if name != "lm_head" and (codes.min() < -1 or codes.max() > 1):  # decoder linears are ternary
+    if is_ternary_entry(name, entry) and (codes.min() < -1 or codes.max() > 1):
         raise _not_trits(name)
     if codes.min() < -128 or codes.max() > 127:
         raise ValueError(f"{name}: MatMulNBits codes do not fit int8; this runtime reads bits <= 8")
     return codes.astype(np.int8), inits.get(entry["scales"]).reshape(n, -1)
 
 
-def linear_from_entry(name: str, entry: dict, inits: Initializers):
-    """One linear of the weight map as an ``Int8Linear`` or ``DenseLinear``."""
+def linear_from_entry(name: str, entry: dict, inits: Initializers, weight_map: dict | None = None):
+    """One linear of the weight map as an ``Int8Linear``, ``DenseLinear`` or ``ConcatLinear``
+    (``concat`` entries name their parts, looked up in ``weight_map``)."""
     kind = entry["kind"]
-    if kind in ("ternary", "nbits"):
+    if kind == "concat":
+        missing = [p for p in entry["parts"] if p not in (weight_map or {})]
+        if missing:
+            raise ValueError(f"{name}: config.json's weight map has no part {missing[0]!r}; re-export the model")
+        return ConcatLinear([linear_from_entry(p, weight_map[p], inits, weight_map) for p in entry["parts"]])
+    if kind in ("ternary", "nbits", "int"):
         return Int8Linear(*int8_codes(name, entry, inits), act_bits=int(entry.get("act_bits") or 0))
     if kind == "dense":
         w = inits.get(entry["weight"]).astype(np.float32, copy=False)
@@ -216,7 +251,7 @@ def check_packed(model: onnx.ModelProto, weight_map: dict):
     MatMulNBits bytes are checked by table; ternary packings are unpacked (and dropped)."""
     inits = Initializers(model)
     for name, entry in weight_map.items():
-        if name == "lm_head" or entry.get("kind") not in ("ternary", "nbits"):
+        if not is_ternary_entry(name, entry):
             continue
         if entry["kind"] == "ternary":
             int8_codes(name, entry, inits)
