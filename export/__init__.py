@@ -17,13 +17,20 @@ def export_checkpoint(*args, **kwargs):
 def lower(model, config_json: dict, *, bits: int = 2, block_size: int = 32, accuracy_level: int = 4):
     """Rewrite the ternary matmuls of an exported model (canonical TernaryMatMul or an earlier
     MatMulNBits lowering) into MatMulNBits with the given settings, in place; no torch needed.
+    Layers kept at 4/8 bits (mixed precision) in canonical form become MatMulNBits of their own bits.
     ``config_json`` is the folder's config.json dict; its weight map is updated to match."""
-    from ternarylm.export.lowering import ternary_to_matmul_nbits
+    from ternarylm.export.lowering import int_to_matmul_nbits, ternary_to_matmul_nbits
 
-    ternary_to_matmul_nbits(model, config_json["weights"], bits=bits, block_size=block_size,
-                            accuracy_level=accuracy_level)
-    config_json.setdefault("export", {}).setdefault("lowering", {})["ternary_matmul"] = {
-        "op": "com.microsoft::MatMulNBits", "bits": bits, "block_size": block_size, "accuracy_level": accuracy_level}
+    weights = config_json["weights"]
+    ternary_to_matmul_nbits(model, weights, bits=bits, block_size=block_size, accuracy_level=accuracy_level)
+    lowering = config_json.setdefault("export", {}).setdefault("lowering", {})
+    lowering["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": bits, "block_size": block_size,
+                                  "accuracy_level": accuracy_level}
+    kept = [e for e in weights.values() if e.get("kind") == "int"]
+    if kept:
+        int_to_matmul_nbits(model, weights, accuracy_level=accuracy_level)
+        lowering["int_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": sorted({e["bits"] for e in kept}),
+                                  "block_size": kept[0]["block_size"], "accuracy_level": accuracy_level}
     return model, config_json
 
 
