@@ -50,7 +50,8 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     lowering_info = lower_linears(model, weight_map, target, config, block_size)
     head_block = _divisor_block(arch["hidden_size"], 32)
     if lm_head in ("int8", "int4"):
-        lowering.quantize_head(model, weight_map, bits=8 if lm_head == "int8" else 4, block_size=head_block)
+        lowering.quantize_head(model, weight_map, bits=8 if lm_head == "int8" else 4, block_size=head_block,
+                               standard_ops=target.attention == "standard")
     if embedding in ("int8", "int4"):
         lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4, block_size=head_block)
     if target.attention == "standard":

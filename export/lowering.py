@@ -243,7 +243,11 @@ def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
     return (q + 2 ** (bits - 1)).astype(np.uint8).reshape(n, k), scales
 
 
-def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4):
+def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4,
+                  standard_ops: bool = False):
+    """The float LM head -> block-quantised int8/int4. ``standard_ops`` keeps the graph runnable by any
+    ONNX runtime (DequantizeLinear -> Transpose -> MatMul, for the portable target); otherwise
+    onnxruntime's MatMulNBits."""
     if bits not in (4, 8):
         raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
     g = _Graph(model)
@@ -254,6 +258,9 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     if k % block_size:
         raise ValueError(f"block size {block_size} does not divide hidden size {k}")
     codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
+    if standard_ops:
+        _head_as_dequantize_linear(model, g, e, node, codes, scales, bits, block_size, weight_map)
+        return
     signed = codes.astype(np.int16) - 2 ** (bits - 1)  # the ternary packer handles any signed codes
     packed, block_scales, zps = to_matmul_nbits(signed, scales, bits, block_size)
     g.remove(e["weight"])
@@ -266,6 +273,35 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     _replace_node(model.graph, node, new)
     weight_map["lm_head"] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
                                  K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level, weight_bits=bits)
+
+
+def _head_as_dequantize_linear(model, g, e, node, codes, scales, bits, block_size, weight_map):
+    import ml_dtypes
+
+    n, k = codes.shape
+    signed = (codes.astype(np.int16) - 2 ** (bits - 1)).astype(ml_dtypes.int4 if bits == 4 else np.int8)
+    g.remove(e["weight"])
+    w = g.add(f"lm_head.weight.q{bits}", signed)
+    sc = g.add(f"lm_head.weight.q{bits}.scales", scales.astype(np.float32))
+    deq = helper.make_node("DequantizeLinear", [w, sc], ["/lm_head/DequantizeLinear/output_0"],
+                           name="/lm_head/DequantizeLinear", axis=1, block_size=block_size)
+    tr = helper.make_node("Transpose", deq.output, ["/lm_head/Transpose/output_0"], name="/lm_head/Transpose",
+                          perm=[1, 0])
+    weight_kn = tr.output[0]
+    extra = [deq, tr]
+    if _activation_dtype(model) != np.float32:
+        cast = helper.make_node("Cast", tr.output, ["/lm_head/Cast/output_0"], name="/lm_head/CastWeight",
+                                to=onnx.TensorProto.FLOAT16)
+        extra.append(cast)
+        weight_kn = cast.output[0]
+    matmul = helper.make_node("MatMul", [node.input[0], weight_kn], list(node.output), name=node.name)
+    idx = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for offset, new_node in enumerate([*extra, matmul]):
+        model.graph.node.insert(idx + offset, new_node)
+    weight_map["lm_head"] = {"kind": "int", "weight": w, "scales": sc, "layout": "NK",
+                             "dtype": "int4" if bits == 4 else "int8", "bits": bits, "block_size": block_size,
+                             "K": k, "N": n, "act_bits": 0, "weight_bits": bits}
 
 
 def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
