@@ -138,6 +138,14 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
     if out_dir.exists() and not force:
         raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
     ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("kind") == "sequence-classification":
+        if lm_head:
+            raise ValueError("--lm-head does not apply to a classifier (its score head stays full precision)")
+        from ternarylm.export.classifier import export_classifier_checkpoint
+
+        return export_classifier_checkpoint(ckpt_path, out_dir, target=target, packing=packing, force=force,
+                                            embedding=embedding, block_size=block_size,
+                                            keep_precision=keep_precision, ckpt=ckpt)
     model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size, keep_precision)
     tok_json = ckpt["tokenizer_json"]
     special = special_token_ids(Tokenizer.from_str(tok_json))

@@ -95,16 +95,28 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
     """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance."""
     import json
 
-    from ternarylm.export.verify import verify_export
+    from pathlib import Path
 
-    report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
-                           engines=[e.strip() for e in engines.split(",") if e.strip()], logit_tol=logit_tol,
-                           min_agreement=min_agreement)
-    rows = [(e, f"{r['max_logit_diff']:.2e}", f"{r['tolerance']:.1e}", f"{r['greedy_agreement']:.3f}",
-             "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
     from ternarylm.cli.common import print_table
 
-    print_table(rows, ("engine", "max |Δlogit| / max |logit|", "tolerance", "greedy agreement", "result"))
+    engine_list = [e.strip() for e in engines.split(",") if e.strip()]
+    config_path = Path(export_dir) / "config.json"
+    kind = json.loads(config_path.read_text()).get("kind") if config_path.is_file() else None
+    if kind == "sequence-classification":
+        from ternarylm.export.classifier import verify_classifier_export
+
+        report = verify_classifier_export(export_dir, checkpoint, engines=engine_list, logit_tol=logit_tol,
+                                          min_agreement=min_agreement)
+        agreement, agreement_label = "argmax_agreement", "label agreement"
+    else:
+        from ternarylm.export.verify import verify_export
+
+        report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
+                               engines=engine_list, logit_tol=logit_tol, min_agreement=min_agreement)
+        agreement, agreement_label = "greedy_agreement", "greedy agreement"
+    rows = [(e, f"{r['max_logit_diff']:.2e}", f"{r['tolerance']:.1e}", f"{r[agreement]:.3f}",
+             "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
+    print_table(rows, ("engine", "max |Δlogit| / max |logit|", "tolerance", agreement_label, "result"))
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)

@@ -15,6 +15,7 @@ from ternarylm.runtime_py.ort_engine import OrtDecoder
 from ternarylm.runtime_py.weights import check_packed
 
 EXPORT_FORMAT = "ternarylm-export"
+CLASSIFIER_KIND = "sequence-classification"
 SUPPORTED_FORMAT_VERSION = 1
 
 
@@ -67,9 +68,23 @@ def _read_onnx(path: Path):
                           "re-export the model") from None
 
 
+def folder_kind(folder: ModelFolder) -> str:
+    """``causal-lm`` (the default) or ``sequence-classification`` (config.json's ``kind``)."""
+    return folder.config.get("kind") or "causal-lm"
+
+
+def _require_kind(folder: ModelFolder, kind: str) -> ModelFolder:
+    found = folder_kind(folder)
+    if found != kind:
+        fix = ("load it with load_classifier (or ternary-finetune predict)" if found == CLASSIFIER_KIND
+               else "load it with load_numpy / load_ort (or ternary-run)")
+        raise FolderError(f"{folder.path} holds a {found} export, not a {kind} one; {fix}")
+    return folder
+
+
 def load_numpy(path_or_folder, verify: bool = True) -> NumpyDecoder:
     """The NumPy engine over a folder's model.onnx (weights unpacked once, here)."""
-    folder = _folder(path_or_folder, verify)
+    folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
     return NumpyDecoder.from_onnx(_read_onnx(folder.model_path), folder.config)
 
 
@@ -83,7 +98,7 @@ def check_weights(path_or_folder, verify: bool = True):
 def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **session_options) -> OrtDecoder:
     """The onnxruntime engine; ``session_options``: providers, provider_options, threads,
     session_config, log_severity, graph_optimization (see ``OrtDecoder``)."""
-    folder = _folder(path_or_folder, verify)
+    folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
     if check_packed:
         check_weights(folder)
     return OrtDecoder(folder.model_path, ModelConfig.from_config_json(folder.config), **session_options)
@@ -96,3 +111,32 @@ def load_engine(path, engine: str = "ort", verify: bool = True, **options):
     if engine == "ort":
         return load_ort(path, verify, **options)
     raise ValueError(f"unknown engine {engine!r}; use ort or numpy")
+
+
+def load_classifier(path_or_folder, engine: str = "ort", verify: bool = True, check_packed: bool = True,
+                    batch_size: int = 32, **session_options):
+    """A ``TextClassifier`` over a classifier export folder: ``predict(texts or (text1, text2) pairs)``
+    -> ``(N, num_labels)`` probabilities, tokenized with the folder's tokenizer and encoding spec.
+    ``engine``: ``ort`` (``session_options`` as for ``load_ort``) or ``numpy``."""
+    from ternarylm.runtime_py.classifier import NumpyClassifier, OrtClassifier, TextClassifier
+
+    from ternarylm.finetune.encoding import EncodingSpec
+
+    folder = _require_kind(_folder(path_or_folder, verify), CLASSIFIER_KIND)
+    cfg = folder.config
+    try:
+        spec = EncodingSpec.from_dict(cfg.get("encoding"))
+    except (TypeError, ValueError) as e:
+        raise FolderError(f"{folder.path / 'config.json'}: bad encoding spec ({e}); re-export the classifier") from None
+    labels = [str(cfg.get("id2label", {}).get(str(i), i)) for i in range(int(cfg.get("num_labels") or 0))]
+    if len(labels) < 2:
+        raise FolderError(f"{folder.path / 'config.json'}: num_labels must be 2 or more; re-export the classifier")
+    if engine == "numpy":
+        model = NumpyClassifier.from_onnx(_read_onnx(folder.model_path), cfg)
+    elif engine == "ort":
+        if check_packed:
+            check_weights(folder)
+        model = OrtClassifier(folder.model_path, **session_options)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; use ort or numpy")
+    return TextClassifier(model, load_tokenizer(folder), spec, labels, batch_size=batch_size)

@@ -30,6 +30,7 @@ _LAZY = {
     "TernaryLMConfig": "ternarylm.configuration",
     "TernaryLMForCausalLM": "ternarylm.modeling",
     "TernaryLMModel": "ternarylm.modeling",
+    "TernaryLMForSequenceClassification": "ternarylm.classification",
     "BitLinear": "ternarylm.quantization",
     "TernaryConfig": "ternarylm.quantization",
     "quantize_": "ternarylm.quantization",
