@@ -40,7 +40,8 @@ class GraphBuilder:
         return outs[0] if n_out == 1 else outs
 
     def initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name=name))
+        # np.asarray, not ascontiguousarray: 0-d scalars must stay 0-d (Range, CumSum axis, ...)
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, order="C"), name=name))
         self._names.add(name)
         return name
 
