@@ -78,9 +78,7 @@ class ClassifierEmitter(DecoderEmitter):
     def position_ids(self):
         """``position_ids = max(cumsum(attention_mask, 1) - 1, 0)``, the name the layers read."""
         g, p = self.g, "/model/position_ids"
-        # CumSum's axis must be rank 0; GraphBuilder.const stores scalars as [1] (np.ascontiguousarray)
-        axis = g.op("Constant", [], f"{p}/Axis", value=helper.make_tensor("axis", INT64, [], [1]))
-        cum = g.op("CumSum", ["attention_mask", axis], f"{p}/CumSum")
+        cum = g.op("CumSum", ["attention_mask", g.const(1)], f"{p}/CumSum")  # axis: a rank-0 tensor
         pos = g.op("Sub", [cum, g.const(1)], f"{p}/Sub")
         g.op("Max", [pos, g.const(0)], f"{p}/Clamp", outputs=["position_ids"])
 
