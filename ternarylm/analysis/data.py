@@ -1,8 +1,8 @@
 """Validation windows for an analysis, built the way ``ternary-eval`` builds them.
 
-The same glue as ``ternarylm/cli/evaluate.py`` (the run's own data, or ``--data``/``--dataset``,
-tokenised with the checkpoint's tokenizer into a temporary token cache, split like training);
-kept here because that logic lives inside the ternary-eval command rather than in a helper.
+The run's own data, or ``--data``/``--dataset``, tokenised with the checkpoint's tokenizer into a
+temporary token cache and split like training (``ternarylm.evaluation.run_args_for_eval``, shared with
+ternary-eval). Windows are cloned out of the cache: every sensitivity evaluation reuses them.
 """
 
 from __future__ import annotations
@@ -30,17 +30,10 @@ def validation_windows(ckpt: dict, data=(), dataset: str | None = None, dataset_
                        eval_tokens: int | None = 4096, eval_batches: int | None = None) -> EvalData:
     """Up to ``eval_batches`` batches (or enough for ``eval_tokens`` predicted tokens) of ``split``."""
     from ternarylm.data.loader import eval_windows
-    from ternarylm.training.args import TrainArgs
+    from ternarylm.evaluation import run_args_for_eval
     from ternarylm.training.prepare import prepare_tokens
 
-    known = {f.name for f in dataclasses.fields(TrainArgs)}
-    run_args = {k: v for k, v in dict((ckpt.get("meta") or {}).get("train_args", {})).items() if k in known}
-    run_args.update(resume=False, overwrite=False, progress=False)
-    if data:
-        run_args.update(data=list(data), dataset=None)
-    elif dataset:
-        run_args.update(data=[], dataset=dataset, dataset_config=dataset_config)
-    args = TrainArgs(**run_args)
+    args = run_args_for_eval(ckpt, data, dataset, dataset_config)
     seq_len = seq_len or args.seq_len
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")

@@ -35,19 +35,14 @@ def main(checkpoint, data, split, val_fraction, seq_len, batch_size, max_batches
 
     from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
     from ternarylm.data.loader import eval_windows
-    from ternarylm.evaluation import evaluate_nll, perplexity
-    from ternarylm.training.args import TrainArgs
+    from ternarylm.evaluation import evaluate_nll, perplexity, run_args_for_eval
     from ternarylm.training.prepare import prepare_tokens
     from ternarylm.training.trainer import resolve_device
 
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
     tokenizer = tokenizer_from_checkpoint(ckpt)
-    run_args = dict(ckpt["meta"].get("train_args", {}))
-    run_args.update(resume=False, overwrite=False, progress=False)
-    if data:
-        run_args.update(data=list(data), dataset=None)
-    args = TrainArgs(**run_args)
+    args = run_args_for_eval(ckpt, data)
     seq_len = seq_len or args.seq_len
     val_fraction = val_fraction or args.val_fraction
     dev = resolve_device(device)
