@@ -64,9 +64,14 @@ def _show_detect(host: HostInfo) -> None:
 
 def _open(path: Path, what: str) -> ModelFolder:
     try:
-        return ModelFolder.open(path)
+        folder = ModelFolder.open(path)
     except FolderError as e:
         raise click.ClickException(f"{what}: {e}") from None
+    kind = folder.config.get("kind") or "causal-lm"
+    if kind != "causal-lm":
+        raise click.ClickException(f"{what}: {path} holds a {kind} export; ternary-profile measures language-model "
+                                   "decoders (prefill and decode), so pass a causal-LM export folder")
+    return folder
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

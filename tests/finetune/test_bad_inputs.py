@@ -104,3 +104,10 @@ def test_folders_given_to_the_wrong_loader(classifier_export, tmp_path, tiny_ckp
         load_classifier(lm)
     line = _one_line_error(cli("ternarylm.cli.finetune", "predict", lm, "--text", "hi", check=False))
     assert "causal-lm export" in line
+
+
+def test_ternary_profile_refuses_a_classifier(classifier_export, tmp_path):
+    out = tmp_path / "profile"
+    line = _one_line_error(cli("ternarylm.devices.cli", "--device", "cpu", "--model", classifier_export("ort-cpu"),
+                               "--out", out, check=False))
+    assert "sequence-classification export" in line and "causal-LM export folder" in line and not out.exists()
