@@ -92,8 +92,9 @@ def lower_linears(model, weight_map, target, config, block_size: int | None) -> 
     elif target.ternary:
         opts = dict(target.ternary)
         if block_size:
-            opts["block_size"] = block_size
-        opts["block_size"] = _compatible_block(config, opts["block_size"])
+            opts["block_size"] = _compatible_block(config, block_size)
+        else:  # the target's default: the largest block up to it that fits this architecture
+            opts["block_size"] = _fitting_block(config, opts["block_size"])
         lowering.ternary_to_matmul_nbits(model, weight_map, **opts)
         info["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", **opts}
         kept = [e for e in weight_map.values() if e.get("kind") == "int"]
@@ -109,6 +110,17 @@ def _divisor_block(k: int, preferred: int) -> int:
         if k % b == 0:
             return b
     raise ValueError(f"hidden size {k} is not a multiple of 16; block-quantised layers need that")
+
+
+def _fitting_block(config, preferred: int) -> int:
+    for block in (preferred, 64, 32, 16):
+        if block <= preferred:
+            try:
+                return _compatible_block(config, block)
+            except ValueError:
+                continue
+    raise ValueError(f"no MatMulNBits block size (16-{preferred}) divides hidden_size {config.hidden_size} and "
+                     f"intermediate_size {config.intermediate_size}; make both multiples of 16")
 
 
 def _compatible_block(config, block_size: int) -> int:
