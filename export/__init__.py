@@ -26,11 +26,9 @@ def lower(model, config_json: dict, *, bits: int = 2, block_size: int = 32, accu
     lowering = config_json.setdefault("export", {}).setdefault("lowering", {})
     lowering["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": bits, "block_size": block_size,
                                   "accuracy_level": accuracy_level}
-    kept = [e for e in weights.values() if e.get("kind") == "int"]
+    kept = int_to_matmul_nbits(model, weights, accuracy_level=accuracy_level)
     if kept:
-        int_to_matmul_nbits(model, weights, accuracy_level=accuracy_level)
-        lowering["int_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": sorted({e["bits"] for e in kept}),
-                                  "block_size": kept[0]["block_size"], "accuracy_level": accuracy_level}
+        lowering["int_matmul"] = kept
     return model, config_json
 
 

@@ -45,13 +45,15 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     arch = architecture(config)
     act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
     weights = extract_weights(ckpt["model"], config, keep_precision)
+    head_block = _divisor_block(arch["hidden_size"], 32)
+    head_bits = {"int8": 8, "int4": 4}.get(lm_head)
+    if head_bits and target.attention == "standard":  # any-runtime graph: the emitter writes DequantizeLinear
+        weights.lm_head = lowering.head_int_weight(weights.lm_head, head_bits, head_block)
     model, weight_map = DecoderEmitter(arch, weights, attention=target.attention, dtype=target.dtype,
                                        packing=packing, act_bits=act_bits).build()
     lowering_info = lower_linears(model, weight_map, target, config, block_size)
-    head_block = _divisor_block(arch["hidden_size"], 32)
-    if lm_head in ("int8", "int4"):
-        lowering.quantize_head(model, weight_map, bits=8 if lm_head == "int8" else 4, block_size=head_block,
-                               standard_ops=target.attention == "standard")
+    if head_bits and target.attention != "standard":
+        lowering.quantize_head(model, weight_map, bits=head_bits, block_size=head_block)
     if embedding in ("int8", "int4"):
         lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4, block_size=head_block)
     if target.attention == "standard":
@@ -97,11 +99,9 @@ def lower_linears(model, weight_map, target, config, block_size: int | None) -> 
             opts["block_size"] = _fitting_block(config, opts["block_size"])
         lowering.ternary_to_matmul_nbits(model, weight_map, **opts)
         info["ternary_matmul"] = {"op": "com.microsoft::MatMulNBits", **opts}
-        kept = [e for e in weight_map.values() if e.get("kind") == "int"]
+        kept = lowering.int_to_matmul_nbits(model, weight_map, accuracy_level=opts["accuracy_level"])
         if kept:
-            lowering.int_to_matmul_nbits(model, weight_map, accuracy_level=opts["accuracy_level"])
-            info["int_matmul"] = {"op": "com.microsoft::MatMulNBits", "bits": sorted({e["bits"] for e in kept}),
-                                  "block_size": kept[0]["block_size"], "accuracy_level": opts["accuracy_level"]}
+            info["int_matmul"] = kept
     return info
 
 

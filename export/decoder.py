@@ -66,20 +66,22 @@ class DecoderEmitter:
                          K=k, N=n, packing=self.packing, group_size=g, act_bits=self.act_bits,
                          trits_per_byte=per, code_base=4 if per == 4 else 3)
 
-    def int_linear(self, x: str, name: str, w: IntWeight, path: str) -> str:
+    def int_linear(self, x: str, name: str, w: IntWeight, path: str, act_bits: int | None = None) -> str:
         """A 4/8-bit layer with standard ops only: per-row int8 activation fake-quant (as training),
         then ``DequantizeLinear`` (blocked, INT4/INT8 ``[N, K]``, blocks along K) -> Transpose -> MatMul.
         ``[N, K]`` + Transpose, not ``[K, N]`` with axis 0: onnxruntime fuses DequantizeLinear(axis 0)
-        + MatMul into MatMulNBits with block-quantised activations, which is no longer exact."""
+        + MatMul into MatMulNBits with block-quantised activations, which is no longer exact.
+        ``act_bits`` overrides the model's (0 for a block-quantised LM head: weights only)."""
+        act_bits = self.act_bits if act_bits is None else act_bits
         n, k = w.shape
         storage = ml_dtypes.int4 if w.bits == 4 else np.int8
         codes = self.g.initializer(f"{name}.weight.q{w.bits}", w.codes.astype(storage))
         scales = self.g.initializer(f"{name}.weight.q{w.bits}.scales", w.scales.astype(np.float32))
         self.weight_map[name] = {"kind": "int", "weight": codes, "scales": scales, "layout": "NK",
                                  "dtype": "int4" if w.bits == 4 else "int8", "bits": w.bits,
-                                 "block_size": w.block_size, "K": k, "N": n, "act_bits": self.act_bits,
+                                 "block_size": w.block_size, "K": k, "N": n, "act_bits": act_bits,
                                  "weight_bits": w.bits}
-        x_in = self.quantize_activations(x, f"{path}/act_quant") if self.act_bits == 8 else x
+        x_in = self.quantize_activations(x, f"{path}/act_quant") if act_bits == 8 else x
         w_nk = self.g.op("DequantizeLinear", [codes, scales], f"{path}/DequantizeLinear", axis=1,
                          block_size=w.block_size)
         w_kn = self.g.op("Transpose", [w_nk], f"{path}/Transpose", perm=[1, 0])
@@ -148,7 +150,10 @@ class DecoderEmitter:
             h = self.build_fused_layers(x)
         else:
             h = self.build_standard_layers(x)
-        logits = self.dense(h, "lm_head", self.w.lm_head, "/lm_head")
+        if isinstance(self.w.lm_head, IntWeight):  # block-quantised head in standard ops (portable)
+            logits = self.int_linear(h, "lm_head", self.w.lm_head, "/lm_head", act_bits=0)
+        else:
+            logits = self.dense(h, "lm_head", self.w.lm_head, "/lm_head")
         if self.dt != FLOAT:
             logits = g.op("Cast", [logits], "/lm_head/Cast", to=FLOAT)
         g.op("Identity", [logits], "/logits/Identity", outputs=["logits"])

@@ -8,7 +8,8 @@ and the config's weight map and rewrites both in place; registries, not if/elif 
   DequantizeLinear + MatMul) -> MatMulNBits bits 4/8 with its exact codes (q + 2**(bits-1), the
   default zero point) and block scales.
 - ``int_to_dense(dtype)``: a kept 4/8-bit layer -> MatMul on its dequantised float weights.
-- ``quantize_head(bits, block_size)``: the float LM-head MatMul -> MatMulNBits (block absmax, symmetric).
+- ``quantize_head(bits, block_size)``: the float LM-head MatMul -> MatMulNBits (block absmax, symmetric);
+  for standard-op graphs ``head_int_weight`` hands the emitter the same codes instead.
 - ``quantize_embedding(bits, block_size)``: the float Gather table -> int8/int4 codes + block scales,
   dequantised after the Gather with standard ops (only the gathered rows are ever dequantised).
 """
@@ -21,7 +22,7 @@ from onnx import helper, numpy_helper
 
 from ternarylm.export.custom_op import OP_TYPE
 from ternarylm.export.graph import MS_DOMAIN, TERNARY_DOMAIN
-from ternarylm.export.weights import TERNARY_BITS
+from ternarylm.export.weights import TERNARY_BITS, IntWeight
 from ternarylm.ternary import to_matmul_nbits, unpack
 
 
@@ -69,7 +70,7 @@ def ternary_weight_arrays(g: "_Graph", entry: dict):
     """(trits int8 [N, K], scales float32 [N, groups]) of a ternary or ternary-as-MatMulNBits entry."""
     if entry["kind"] == "ternary":
         return unpack(g.array(entry["packed"]), entry["K"], entry["packing"]), g.array(entry["scales"])
-    n, k, bits, bs = entry["N"], entry["K"], entry["bits"], entry["block_size"]
+    n, k, bits = entry["N"], entry["K"], entry["bits"]
     per = 8 // bits
     raw = g.array(entry["B"]).reshape(n, -1).astype(np.uint16)
     shifts = np.array([bits * i for i in range(per)], np.uint16)
@@ -187,10 +188,16 @@ def _int_arrays(g: _Graph, e: dict):
 
 def int_to_matmul_nbits(model, weight_map, accuracy_level: int = 4):
     """Kept 4/8-bit layers -> MatMulNBits (their act fake-quant is replaced by MatMulNBits' own, as
-    for ternary layers). Codes are exact; no zero-point input (the default 2**(bits-1) applies)."""
+    for ternary layers). Codes are exact; no zero-point input (the default 2**(bits-1) applies).
+    Returns what was done (config.json's ``export.lowering.int_matmul``), or None when no layer is kept."""
     g = _Graph(model)
     act = _activation_dtype(model)
-    for name, e, nodes, x, matmul in list(_int_linears(model, weight_map)):
+    kept = list(_int_linears(model, weight_map))
+    if not kept:
+        return None
+    info = {"op": "com.microsoft::MatMulNBits", "bits": sorted({int(e["bits"]) for _, e, *_ in kept}),
+            "block_size": int(kept[0][1]["block_size"]), "accuracy_level": accuracy_level}
+    for name, e, nodes, x, matmul in kept:
         codes, scales = _int_arrays(g, e)
         bits, bs = int(e["bits"]), int(e["block_size"])
         packed, block_scales, _ = to_matmul_nbits(codes, scales, bits, bs)
@@ -207,6 +214,7 @@ def int_to_matmul_nbits(model, weight_map, accuracy_level: int = 4):
                             "block_size": bs, "K": e["K"], "N": e["N"], "act_bits": e["act_bits"],
                             "accuracy_level": accuracy_level, "weight_bits": bits}
     prune_constants(model)
+    return info
 
 
 def int_to_dense(model, weight_map, dtype=np.float32):
@@ -243,11 +251,19 @@ def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
     return (q + 2 ** (bits - 1)).astype(np.uint8).reshape(n, k), scales
 
 
-def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4,
-                  standard_ops: bool = False):
-    """The float LM head -> block-quantised int8/int4. ``standard_ops`` keeps the graph runnable by any
-    ONNX runtime (DequantizeLinear -> Transpose -> MatMul, for the portable target); otherwise
-    onnxruntime's MatMulNBits."""
+def head_int_weight(w_nk: np.ndarray, bits: int, block_size: int) -> IntWeight:
+    """The float LM head as block-quantised int8/int4 codes for the emitter, which writes it with
+    standard ops (DequantizeLinear -> Transpose -> MatMul: the portable target, onnx.reference)."""
+    if bits not in (4, 8):
+        raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
+    if w_nk.shape[1] % block_size:
+        raise ValueError(f"block size {block_size} does not divide hidden size {w_nk.shape[1]}")
+    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
+    return IntWeight((codes.astype(np.int16) - 2 ** (bits - 1)).astype(np.int8), scales, bits)
+
+
+def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4):
+    """The float LM-head MatMul -> onnxruntime's MatMulNBits, block-quantised int8/int4."""
     if bits not in (4, 8):
         raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
     g = _Graph(model)
@@ -258,9 +274,6 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     if k % block_size:
         raise ValueError(f"block size {block_size} does not divide hidden size {k}")
     codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
-    if standard_ops:
-        _head_as_dequantize_linear(model, g, e, node, codes, scales, bits, block_size, weight_map)
-        return
     signed = codes.astype(np.int16) - 2 ** (bits - 1)  # the ternary packer handles any signed codes
     packed, block_scales, zps = to_matmul_nbits(signed, scales, bits, block_size)
     g.remove(e["weight"])
@@ -273,35 +286,6 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     _replace_node(model.graph, node, new)
     weight_map["lm_head"] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
                                  K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level, weight_bits=bits)
-
-
-def _head_as_dequantize_linear(model, g, e, node, codes, scales, bits, block_size, weight_map):
-    import ml_dtypes
-
-    n, k = codes.shape
-    signed = (codes.astype(np.int16) - 2 ** (bits - 1)).astype(ml_dtypes.int4 if bits == 4 else np.int8)
-    g.remove(e["weight"])
-    w = g.add(f"lm_head.weight.q{bits}", signed)
-    sc = g.add(f"lm_head.weight.q{bits}.scales", scales.astype(np.float32))
-    deq = helper.make_node("DequantizeLinear", [w, sc], ["/lm_head/DequantizeLinear/output_0"],
-                           name="/lm_head/DequantizeLinear", axis=1, block_size=block_size)
-    tr = helper.make_node("Transpose", deq.output, ["/lm_head/Transpose/output_0"], name="/lm_head/Transpose",
-                          perm=[1, 0])
-    weight_kn = tr.output[0]
-    extra = [deq, tr]
-    if _activation_dtype(model) != np.float32:
-        cast = helper.make_node("Cast", tr.output, ["/lm_head/Cast/output_0"], name="/lm_head/CastWeight",
-                                to=onnx.TensorProto.FLOAT16)
-        extra.append(cast)
-        weight_kn = cast.output[0]
-    matmul = helper.make_node("MatMul", [node.input[0], weight_kn], list(node.output), name=node.name)
-    idx = list(model.graph.node).index(node)
-    model.graph.node.remove(node)
-    for offset, new_node in enumerate([*extra, matmul]):
-        model.graph.node.insert(idx + offset, new_node)
-    weight_map["lm_head"] = {"kind": "int", "weight": w, "scales": sc, "layout": "NK",
-                             "dtype": "int4" if bits == 4 else "int8", "bits": bits, "block_size": block_size,
-                             "K": k, "N": n, "act_bits": 0, "weight_bits": bits}
 
 
 def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):

@@ -78,7 +78,7 @@ class ExportWeights:
 
     embed: np.ndarray
     final_norm: np.ndarray
-    lm_head: np.ndarray  # [V, D]
+    lm_head: np.ndarray | IntWeight  # [V, D]; an IntWeight when block-quantised (head_int_weight)
     norms: dict = field(default_factory=dict)  # logical name -> [D]
     linears: dict = field(default_factory=dict)  # logical name -> TernaryWeight | IntWeight | ndarray | LinearParts
     ternary: bool = True
