@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
@@ -10,8 +9,8 @@ import onnx
 import ternarylm
 from ternarylm.export import lowering
 from ternarylm.export.decoder import DecoderEmitter, architecture
-from ternarylm.export.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, genai_config, sha256_file, tokenizer_config
-from ternarylm.export.folder import write_export_folder
+from ternarylm.export.folder import (EXPORT_FORMAT, EXPORT_FORMAT_VERSION, genai_config, json_bytes, sha256_file,
+                                     tokenizer_config, write_export_folder)
 from ternarylm.export.graph import FLOAT16
 from ternarylm.export.targets import PRECISIONS, get_target
 from ternarylm.export.weights import extract_weights
@@ -26,11 +25,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     plan for the layers it matches (post-training: their latent weights are quantised to 4/8 bits or
     kept in full precision here). Returns ``(model_proto, config_json_dict)``.
     """
-    from ternarylm.checkpoint import config_from_checkpoint
-
     target = get_target(target_name)
-    if packing not in PACKINGS:
-        raise ValueError(f"unknown packing {packing!r}; choose one of {', '.join(PACKINGS)}")
     embedding = embedding or target.embedding
     lm_head = lm_head or target.lm_head
     for what, value in (("--embedding", embedding), ("--lm-head", lm_head)):
@@ -38,12 +33,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
             raise ValueError(f"{what} must be one of {', '.join(PRECISIONS)}, got {value!r}")
     if ckpt.get("kind", "causal-lm") != "causal-lm":
         raise ValueError(f"this is a {ckpt.get('kind')} checkpoint; ternary-export onnx exports causal LMs")
-    config = config_from_checkpoint(ckpt)
-    if config.precision != "ternary" and not target.dense:
-        raise ValueError(f"the checkpoint is full precision (precision=fp); export it with --target fp32 or fp16, "
-                         f"not {target_name}")
-    arch = architecture(config)
-    act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
+    config, arch, act_bits = source_config(ckpt, target, packing, dense_targets="fp32 or fp16")
     weights = extract_weights(ckpt["model"], config, keep_precision)
     head_block = _divisor_block(arch["hidden_size"], 32)
     head_bits = {"int8": 8, "int4": 4}.get(lm_head)
@@ -105,6 +95,27 @@ def lower_linears(model, weight_map, target, config, block_size: int | None) -> 
     return info
 
 
+def source_config(ckpt: dict, target, packing: str, dense_targets: str):
+    """Checks every exporter makes on its source (packing known; a full-precision checkpoint only
+    goes to a dense target) -> ``(config, architecture dict, activation bits)``."""
+    from ternarylm.checkpoint import config_from_checkpoint
+
+    if packing not in PACKINGS:
+        raise ValueError(f"unknown packing {packing!r}; choose one of {', '.join(PACKINGS)}")
+    config = config_from_checkpoint(ckpt)
+    if config.precision != "ternary" and not target.dense:
+        raise ValueError(f"the checkpoint is full precision (precision=fp); export it with --target {dense_targets}, "
+                         f"not {target.name}")
+    act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
+    return config, architecture(config), act_bits
+
+
+def source_manifest(ckpt_path, ckpt: dict, target: str, packing: str | None) -> dict:
+    """manifest.json's fields naming the export's source (write_export_folder adds the files)."""
+    return {"package_version": ternarylm.__version__, "target": target, "packing": packing,
+            "source_checkpoint_sha256": sha256_file(Path(ckpt_path)), "source_step": ckpt.get("step")}
+
+
 def _divisor_block(k: int, preferred: int) -> int:
     for b in (preferred, 64, 128, 32, 16):
         if k % b == 0:
@@ -164,17 +175,11 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
     arch = config_json["architecture"]
     files = {
         "model.onnx": model.SerializeToString(deterministic=True),
-        "config.json": _json_bytes(config_json),
+        "config.json": json_bytes(config_json),
         "tokenizer.json": tok_json.encode("utf-8"),
-        "tokenizer_config.json": _json_bytes(tokenizer_config(tok_json, special, arch["max_position_embeddings"])),
-        "genai_config.json": _json_bytes(genai_config(arch, special, config_json["export"]["activation_dtype"]
+        "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special, arch["max_position_embeddings"])),
+        "genai_config.json": json_bytes(genai_config(arch, special, config_json["export"]["activation_dtype"]
                                                       == "float16", get_target(target).providers)),
     }
-    manifest = {"package_version": ternarylm.__version__, "target": target,
-                "packing": config_json["export"]["packing"], "source_checkpoint_sha256": sha256_file(Path(ckpt_path)),
-                "source_step": ckpt.get("step")}
-    return write_export_folder(out_dir, files, manifest, force)
-
-
-def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    return write_export_folder(out_dir, files, source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"]),
+                               force)

@@ -29,19 +29,17 @@ import onnx
 from onnx import helper
 from ternarylm.export import lowering
 from ternarylm.export.custom_op import function_proto
-from ternarylm.export.decoder import DecoderEmitter, architecture
+from ternarylm.export.decoder import DecoderEmitter
 from ternarylm.export.folder import (
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
-    sha256_file,
+    json_bytes,
     tokenizer_config,
     write_export_folder,
 )
 from ternarylm.export.graph import FLOAT, INT64, MS_DOMAIN, OPSET, TERNARY_DOMAIN
 from ternarylm.export.targets import PRECISIONS, get_target
 
-import ternarylm
-from ternarylm.ternary import PACKINGS
 
 KIND = "sequence-classification"
 CLASSIFIER_TARGETS = ("portable", "ort-cpu", "ort-arm64-nodot", "fp32")
@@ -127,10 +125,8 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
                            block_size: int | None = None, keep_precision: dict | None = None):
     """Emit and lower the classifier graph for a loaded checkpoint: ``(model_proto, config_json_dict)``.
     ``keep_precision``: export-time ``{pattern: bits}`` on top of the checkpoint's plan (as for LMs)."""
-    from ternarylm.export.api import _divisor_block, lower_linears
+    from ternarylm.export.api import _divisor_block, lower_linears, source_config
     from ternarylm.export.weights import extract_weights
-
-    from ternarylm.checkpoint import config_from_checkpoint
 
     if ckpt.get("kind", "causal-lm") != KIND:
         raise ValueError(f"this is a {ckpt.get('kind', 'causal-lm')} checkpoint, not a {KIND} one; export it with "
@@ -140,20 +136,13 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
         raise ValueError(f"target {target_name!r} is not available for classifiers; choose one of "
                          f"{', '.join(CLASSIFIER_TARGETS)}")
     target = get_target(target_name)
-    if packing not in PACKINGS:
-        raise ValueError(f"unknown packing {packing!r}; choose one of {', '.join(PACKINGS)}")
     embedding = embedding or target.embedding
     if embedding not in PRECISIONS:
         raise ValueError(f"--embedding must be one of {', '.join(PRECISIONS)}, got {embedding!r}")
     task = ckpt.get("task")
     if not isinstance(task, dict) or "encoding" not in task:
         raise ValueError("the checkpoint has no task/encoding spec; re-run ternary-finetune")
-    config = config_from_checkpoint(ckpt)
-    if config.precision != "ternary" and not target.dense:
-        raise ValueError(f"the checkpoint is full precision (precision=fp); export it with --target fp32, "
-                         f"not {target_name}")
-    arch = architecture(config)
-    act_bits = config.ternary_config().activation_bits if config.precision == "ternary" else 0
+    config, arch, act_bits = source_config(ckpt, target, packing, dense_targets="fp32")
     state, score = _classifier_state(ckpt)
     weights = extract_weights(state, config, **({"keep_precision": keep_precision} if keep_precision else {}))
     model, weight_map = ClassifierEmitter(arch, weights, score, packing=packing, act_bits=act_bits).build()
@@ -195,6 +184,8 @@ def export_classifier_checkpoint(ckpt_path, out_dir, target: str = "portable", p
     ``kind`` passes it to avoid a second load)."""
     from tokenizers import Tokenizer
 
+    from ternarylm.export.api import source_manifest
+
     from ternarylm.checkpoint import load_checkpoint
     from ternarylm.data.tokenizer import special_token_ids
 
@@ -208,19 +199,13 @@ def export_classifier_checkpoint(ckpt_path, out_dir, target: str = "portable", p
     special = special_token_ids(Tokenizer.from_str(tok_json))
     files = {
         "model.onnx": model.SerializeToString(deterministic=True),
-        "config.json": _json_bytes(config_json),
+        "config.json": json_bytes(config_json),
         "tokenizer.json": tok_json.encode("utf-8"),
-        "tokenizer_config.json": _json_bytes(tokenizer_config(tok_json, special,
+        "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special,
                                                               config_json["encoding"]["max_len"])),
     }
-    manifest = {"package_version": ternarylm.__version__, "kind": KIND, "target": target,
-                "packing": config_json["export"]["packing"], "source_checkpoint_sha256": sha256_file(Path(ckpt_path)),
-                "source_step": ckpt.get("step")}
+    manifest = {"kind": KIND, **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
     return write_export_folder(out_dir, files, manifest, force)
-
-
-def _json_bytes(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 # ---- verification ---------------------------------------------------------------------------------

@@ -16,8 +16,13 @@ EXPORT_FORMAT_VERSION = 1
 
 
 
+def json_bytes(data: dict) -> bytes:
+    """The folder's JSON files: sorted keys and a trailing newline, so exports are byte-identical."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def dump_json(path: Path, data: dict):
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_bytes(json_bytes(data))
 
 
 def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tuple) -> dict:
