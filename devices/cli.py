@@ -67,9 +67,8 @@ def _open(path: Path, what: str) -> ModelFolder:
         folder = ModelFolder.open(path)
     except FolderError as e:
         raise click.ClickException(f"{what}: {e}") from None
-    kind = folder.config.get("kind") or "causal-lm"
-    if kind != "causal-lm":
-        raise click.ClickException(f"{what}: {path} holds a {kind} export; ternary-profile measures language-model "
+    if folder.kind != "causal-lm":
+        raise click.ClickException(f"{what}: {path} holds a {folder.kind} export; ternary-profile measures language-model "
                                    "decoders (prefill and decode), so pass a causal-LM export folder")
     return folder
 

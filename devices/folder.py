@@ -51,6 +51,11 @@ class ModelFolder:
         return self.config.get("architecture", {})
 
     @property
+    def kind(self) -> str:
+        """``causal-lm`` (the default) or ``sequence-classification`` (config.json's ``kind``)."""
+        return self.config.get("kind") or "causal-lm"
+
+    @property
     def target(self) -> str:
         return self.manifest.get("target") or self.config.get("export", {}).get("target", "unknown")
 
@@ -87,12 +92,7 @@ class ModelFolder:
             raise FolderError(f"{path}: not a folder; pass the folder ternary-export wrote")
         manifest_path = path / "manifest.json"
         manifest = _json(manifest_path, "manifest")
-        if manifest.get("format") not in (None, EXPORT_FORMAT):
-            raise FolderError(f"{manifest_path}: format {manifest.get('format')!r} is not {EXPORT_FORMAT!r}")
-        version = manifest.get("format_version", 1)
-        if not isinstance(version, int) or version > SUPPORTED_FORMAT_VERSION:
-            raise FolderError(f"{manifest_path}: format_version {version} is newer than this ternarylm reads "
-                              f"({SUPPORTED_FORMAT_VERSION}); upgrade ternarylm")
+        check_format(manifest, manifest_path)
         files = manifest.get("files")
         if not isinstance(files, dict) or "model.onnx" not in files:
             raise FolderError(f"{manifest_path}: no 'files' entry for model.onnx; re-export the model")
@@ -111,6 +111,17 @@ class ModelFolder:
         config = _json(path / "config.json", "config") if (path / "config.json").is_file() else {}
         return cls(path=path, manifest=manifest, config=config,
                    manifest_sha256=sha256_file(manifest_path), files=files)
+
+
+def check_format(doc: dict, path: Path) -> None:
+    """manifest.json and config.json both carry ``format`` / ``format_version``: refuse a foreign file
+    or one newer than this ternarylm reads."""
+    if doc.get("format") not in (None, EXPORT_FORMAT):
+        raise FolderError(f"{path}: format {doc.get('format')!r} is not {EXPORT_FORMAT!r}")
+    version = doc.get("format_version", 1)
+    if not isinstance(version, int) or version > SUPPORTED_FORMAT_VERSION:
+        raise FolderError(f"{path}: format_version {version} is newer than this ternarylm reads "
+                          f"({SUPPORTED_FORMAT_VERSION}); upgrade ternarylm")
 
 
 def architecture_mismatch(a: dict, b: dict) -> list[str]:

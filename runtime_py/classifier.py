@@ -62,14 +62,10 @@ class OrtClassifier:
                  session_config: dict | None = None, log_severity: int = 3, graph_optimization: str = "all",
                  session=None):
         if session is None:
-            import onnxruntime as ort
-            from ternarylm.runtime_py.ort_engine import session_options
+            from ternarylm.runtime_py.ort_engine import create_session
 
-            providers = list(providers or ["CPUExecutionProvider"])
-            options = [dict((provider_options or {}).get(p, {})) for p in providers]
-            session = ort.InferenceSession(str(model_path), sess_options=session_options(
-                threads, session_config, log_severity, graph_optimization), providers=providers,
-                provider_options=options)
+            session = create_session(model_path, providers, provider_options, threads, session_config,
+                                     log_severity, graph_optimization)
         names = {i.name for i in session.get_inputs()}
         if names != {"input_ids", "attention_mask"}:
             raise ValueError(f"{model_path or 'the model'} has inputs {sorted(names)}, not a classifier's "

@@ -74,7 +74,7 @@ def _load(model_dir, engine, device, threads, providers, emulate, check_weights)
     from ternarylm.runtime_py.model import ModelConfig
 
     folder = open_folder(model_dir)
-    if folder.config.get("kind") == "sequence-classification":
+    if folder.kind == "sequence-classification":
         raise ValueError(f"{model_dir} is a sequence classifier, not a language model; run it with "
                          "`ternary-finetune predict DIR --text ...`")
     tokenizer = load_tokenizer(folder)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ternarylm.devices.folder import FolderError, ModelFolder
+from ternarylm.devices.folder import FolderError, ModelFolder, check_format
 from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder
 from ternarylm.runtime_py.ort_engine import OrtDecoder
 from ternarylm.runtime_py.weights import check_packed
 
-EXPORT_FORMAT = "ternarylm-export"
 CLASSIFIER_KIND = "sequence-classification"
-SUPPORTED_FORMAT_VERSION = 1
 
 
 def open_folder(path, verify: bool = True) -> ModelFolder:
@@ -25,12 +23,7 @@ def open_folder(path, verify: bool = True) -> ModelFolder:
     cfg = folder.config
     if not cfg:
         raise FolderError(f"{folder.path}: no config.json; re-export the model")
-    if cfg.get("format") not in (None, EXPORT_FORMAT):
-        raise FolderError(f"{folder.path / 'config.json'}: format {cfg.get('format')!r} is not {EXPORT_FORMAT!r}")
-    version = cfg.get("format_version", 1)
-    if not isinstance(version, int) or version > SUPPORTED_FORMAT_VERSION:
-        raise FolderError(f"{folder.path / 'config.json'}: format_version {version} is newer than this ternarylm "
-                          f"reads ({SUPPORTED_FORMAT_VERSION}); upgrade ternarylm")
+    check_format(cfg, folder.path / "config.json")
     return folder
 
 
@@ -68,13 +61,8 @@ def _read_onnx(path: Path):
                           "re-export the model") from None
 
 
-def folder_kind(folder: ModelFolder) -> str:
-    """``causal-lm`` (the default) or ``sequence-classification`` (config.json's ``kind``)."""
-    return folder.config.get("kind") or "causal-lm"
-
-
 def _require_kind(folder: ModelFolder, kind: str) -> ModelFolder:
-    found = folder_kind(folder)
+    found = folder.kind
     if found != kind:
         fix = ("load it with load_classifier (or ternary-finetune predict)" if found == CLASSIFIER_KIND
                else "load it with load_numpy / load_ort (or ternary-run)")

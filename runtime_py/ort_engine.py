@@ -36,6 +36,18 @@ def session_options(threads: int = 0, session_config: dict | None = None, log_se
     return so
 
 
+def create_session(model_path, providers=None, provider_options=None, threads: int = 0,
+                   session_config: dict | None = None, log_severity: int = 3, graph_optimization: str = "all"):
+    """An ``onnxruntime.InferenceSession`` on ``providers`` (default CPU) with per-provider options
+    ``{provider: {key: value}}`` and the ``session_options`` above."""
+    import onnxruntime as ort
+
+    providers = list(providers or ["CPUExecutionProvider"])
+    options = [dict((provider_options or {}).get(p, {})) for p in providers]
+    return ort.InferenceSession(str(model_path), sess_options=session_options(
+        threads, session_config, log_severity, graph_optimization), providers=providers, provider_options=options)
+
+
 class OrtDecoder:
     """onnxruntime decoder with the KV cache kept between ``forward`` calls.
 
@@ -49,13 +61,8 @@ class OrtDecoder:
                  threads: int = 0, session_config: dict | None = None, log_severity: int = 3,
                  graph_optimization: str = "all", session=None):
         if session is None:
-            import onnxruntime as ort
-
-            providers = list(providers or ["CPUExecutionProvider"])
-            options = [dict((provider_options or {}).get(p, {})) for p in providers]
-            session = ort.InferenceSession(str(model_path), sess_options=session_options(
-                threads, session_config, log_severity, graph_optimization), providers=providers,
-                provider_options=options)
+            session = create_session(model_path, providers, provider_options, threads, session_config,
+                                     log_severity, graph_optimization)
         self.session, self.config = session, config
         inputs = {i.name: i for i in session.get_inputs()}
         missing = [n for n in ("input_ids", "attention_mask", "position_ids", "past_key_values.0.key")
