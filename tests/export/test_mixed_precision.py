@@ -22,12 +22,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from clitools import cli
+from modeltools import quick_train, save_lm_checkpoint
 from ternarylm.export.api import build_model, export_checkpoint
 from ternarylm.runtime_py import load_numpy
 from ternarylm.runtime_py.loader import check_weights
 from ternarylm.runtime_py.weights import ConcatLinear, Int8Linear, nbits_codes
 
-from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
 from ternarylm.quantization import int_weight
 
 TIGHT = 1e-4
@@ -38,23 +39,6 @@ RESOLVED = {"model.layers.0.self_attn.q_proj": 8, "model.layers.1.self_attn.q_pr
             "model.layers.0.mlp.gate_proj": 4, "model.layers.0.mlp.up_proj": 4, "model.layers.0.mlp.down_proj": 4,
             "model.layers.1.mlp.down_proj": 16, "model.layers.1.self_attn.o_proj": 4}
 TARGETS = ("portable", "ort-cpu", "ort-arm64-nodot", "ort-cuda", "fp32", "fp16")
-
-
-def _train(model, tokenizer, steps: int = 30):
-    from ternarylm.data.stories import synthetic_stories
-
-    ids = np.concatenate([tokenizer.encode(s).ids + [0] for s in synthetic_stories(150, seed=1)])
-    rng = np.random.default_rng(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        starts = rng.integers(0, len(ids) - 64, size=8)
-        batch = torch.tensor(np.stack([ids[s:s + 64] for s in starts]), dtype=torch.long)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +59,9 @@ def ckpts(tmp_path_factory):
         cfg = TernaryLMConfig.from_preset("tiny", vocab_size=tokenizer.get_vocab_size(), eos_token_id=0,
                                           pad_token_id=1, quant={"keep_precision": plan})
         if state is None:
-            state = _train(TernaryLMForCausalLM(cfg), tokenizer).state_dict()
+            state = quick_train(TernaryLMForCausalLM(cfg), tokenizer, 30, stories=150, batch_size=8).state_dict()
         (root / name).mkdir()
-        out[name] = save_checkpoint({"kind": "causal-lm", "config": cfg.to_dict(), "tokenizer_json": tokenizer.to_str(),
-                                     "model": state, "step": 30, "meta": {}}, root / name / "ckpt.pt")
+        out[name] = save_lm_checkpoint(root / name / "ckpt.pt", state, cfg, tokenizer, step=30)
     return out
 
 

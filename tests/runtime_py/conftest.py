@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from modeltools import quick_train, save_lm_checkpoint  # noqa: E402  (after the torch skip)
 
 PROMPT = "Once upon a time, there was a little girl named"
 TRAIN_STEPS = 40
@@ -23,28 +24,8 @@ def tokenizer():
     return train_bpe_tokenizer(synthetic_stories(200), vocab_size=384)
 
 
-def _train(model, tokenizer, steps: int):
-    from ternarylm.data.stories import synthetic_stories
-
-    ids = np.concatenate([tokenizer.encode(s).ids + [0] for s in synthetic_stories(200, seed=1)])
-    rng = np.random.default_rng(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        starts = rng.integers(0, len(ids) - 64, size=16)
-        batch = torch.tensor(np.stack([ids[s:s + 64] for s in starts]), dtype=torch.long)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 def _checkpoint(path: Path, model, cfg, tokenizer) -> Path:
-    from ternarylm.checkpoint import save_checkpoint
-
-    return save_checkpoint({"kind": "causal-lm", "config": cfg.to_dict(), "tokenizer_json": tokenizer.to_str(),
-                            "model": model.state_dict(), "step": TRAIN_STEPS, "meta": {}}, path)
+    return save_lm_checkpoint(path, model.state_dict(), cfg, tokenizer, TRAIN_STEPS)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +37,7 @@ def trained(tokenizer, tmp_path_factory):
     torch.manual_seed(0)
     cfg = TernaryLMConfig.from_preset("tiny", vocab_size=tokenizer.get_vocab_size(), eos_token_id=0,
                                       pad_token_id=1)
-    model = _train(TernaryLMForCausalLM(cfg), tokenizer, TRAIN_STEPS)
+    model = quick_train(TernaryLMForCausalLM(cfg), tokenizer, TRAIN_STEPS)
     return model, _checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt.pt", model, cfg, tokenizer)
 
 
