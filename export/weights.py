@@ -139,22 +139,12 @@ def precision_plan(config, override: dict | None = None):
     return bits
 
 
-def linear_names(config) -> list[str]:
-    names = []
-    for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}"
-        names += [f"{p}.self_attn.{x}_proj" for x in "qkvo"] + [f"{p}.mlp.{x}_proj" for x in ("gate", "up", "down")]
-    return names
-
-
 def _check_override(config, override: dict | None):
     if override and config.precision != "ternary":
         raise ValueError("--keep-precision needs a ternary checkpoint; this one is full precision (precision=fp)")
-    names = linear_names(config)
-    for pattern in override or {}:
-        if not any(fnmatch.fnmatch(n, pattern) for n in names):
-            raise ValueError(f"--keep-precision pattern {pattern!r} matches no linear; names look like "
-                             f"{names[-1]} (patterns such as '*.down_proj' or 'model.layers.0.*')")
+    from ternarylm.quantization import check_keep_patterns
+
+    check_keep_patterns(override, config.linear_names())
 
 
 def extract_weights(state: dict, config, keep_precision: dict | None = None) -> ExportWeights:

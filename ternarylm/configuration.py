@@ -84,6 +84,14 @@ class TernaryLMConfig(PretrainedConfig):
         if self.precision not in ("ternary", "fp"):
             raise ValueError(f"precision must be 'ternary' or 'fp', got {self.precision!r}")
 
+    def linear_names(self) -> list[str]:
+        """Full names of the decoder linears (what quantisation patterns match), in module order."""
+        names = []
+        for i in range(self.num_hidden_layers):
+            p = f"model.layers.{i}"
+            names += [f"{p}.self_attn.{x}_proj" for x in "qkvo"] + [f"{p}.mlp.{x}_proj" for x in ("gate", "up", "down")]
+        return names
+
     def ternary_config(self):
         from ternarylm.quantization import TernaryConfig
 

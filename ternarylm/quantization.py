@@ -232,6 +232,14 @@ def override_weight_bits(model: nn.Module, bits_by_name: dict[str, int]):
             modules[name].weight_bits = bits
 
 
+def check_keep_patterns(patterns, names: list[str]) -> None:
+    """A keep_precision pattern that matches none of ``names`` is a typo, not a plan: say so."""
+    for pattern in patterns or ():
+        if not any(fnmatch.fnmatch(n, pattern) for n in names):
+            raise ValueError(f"--keep-precision pattern {pattern!r} matches no linear; names look like "
+                             f"{names[-1]} (patterns such as '*.down_proj' or 'model.layers.0.*')")
+
+
 def parse_keep_precision(items) -> dict[str, int]:
     """``["*.down_proj=8", "model.layers.0.*=fp16"]`` -> ``{"*.down_proj": 8, "model.layers.0.*": 16}``."""
     out: dict[str, int] = {}

@@ -69,12 +69,17 @@ def build_config(args: TrainArgs, vocab_size: int, special: dict) -> TernaryLMCo
                          f"{overrides['max_position_embeddings']}")
     quant = dict(granularity=args.granularity, group_size=args.group_size, activation_bits=args.activation_bits,
                  keep_precision=dict(args.keep_precision))
-    from ternarylm.quantization import TernaryConfig
+    from ternarylm.quantization import TernaryConfig, check_keep_patterns
 
     TernaryConfig(**quant)  # validates
-    return TernaryLMConfig.from_preset(args.preset, precision=args.precision, quant=quant,
-                                       bos_token_id=special["bos"], eos_token_id=special["eos"],
-                                       pad_token_id=special["pad"], **overrides)
+    config = TernaryLMConfig.from_preset(args.preset, precision=args.precision, quant=quant,
+                                         bos_token_id=special["bos"], eos_token_id=special["eos"],
+                                         pad_token_id=special["pad"], **overrides)
+    if args.keep_precision:
+        if args.precision != "ternary":
+            raise TrainError("--keep-precision needs --precision ternary (a full-precision model has no ternary layers)")
+        check_keep_patterns(args.keep_precision, config.linear_names())
+    return config
 
 
 def param_groups(model, weight_decay: float):

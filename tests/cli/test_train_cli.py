@@ -156,3 +156,27 @@ def test_torchrun_two_gloo_ranks_agree(tmp_path):
     assert len(summary["rank_param_checksums"]) == 2
     assert summary["rank_param_checksums"][0] == summary["rank_param_checksums"][1]
     assert summary["tokens_seen"] == 12 * 4 * 32 * 2
+
+
+def test_keep_precision_trains_a_mixed_model_and_rejects_bad_plans(tmp_path):
+    """--keep-precision lands in the checkpoint's quant config and rebuilds the same mixed model;
+    a malformed value, a pattern that matches no linear or an fp run fail in one line, no checkpoint."""
+    from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
+    from ternarylm.quantization import ternary_linears
+
+    small = ["--preset", "tiny", "--stories", "200", "--max-steps", "3", "--eval-every", "3", "--batch-size", "4",
+             "--seq-len", "32", "--warmup-steps", "1", "--no-progress", "--threads", "1"]
+    out = tmp_path / "mixed"
+    cli("ternarylm.cli.train", "--out", out, *small, "--keep-precision", "model.layers.0.mlp.*=8",
+        "--keep-precision", "*.o_proj=fp16")
+    ckpt = load_checkpoint(out / "ckpt.pt")
+    assert ckpt["config"]["quant"]["keep_precision"] == {"model.layers.0.mlp.*": 8, "*.o_proj": 16}
+    bits = {name: m.weight_bits for name, m in ternary_linears(model_from_checkpoint(ckpt))}
+    assert bits["model.layers.0.mlp.down_proj"] == 8 and bits["model.layers.1.self_attn.o_proj"] == 16
+    assert bits["model.layers.1.mlp.down_proj"] == 2 and bits["model.layers.0.self_attn.q_proj"] == 2
+    for args, match in ((["--keep-precision", "*.o_proj=3"], "must look like PATTERN=BITS"),
+                        (["--keep-precision", "model.layer.0.*=8"], "matches no linear"),
+                        (["--precision", "fp", "--keep-precision", "*.o_proj=8"], "needs --precision ternary")):
+        bad = tmp_path / f"bad{len(args)}{match[:4]}"
+        lines = _fails("ternarylm.cli.train", "--out", bad, *small, *args, match=match)
+        assert len(lines) == 1 and not (bad / "ckpt.pt").exists()
