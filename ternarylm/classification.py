@@ -8,6 +8,8 @@ Hugging Face's ``...ForSequenceClassification`` shape (as ``LlamaForSequenceClas
   the straight-through estimator) during fine-tuning; the embedding stays full precision.
 - ``score``: a full-precision ``nn.Linear(hidden_size, num_labels, bias=False)`` (``TernaryConfig``'s
   default exclude list names ``score``, so ``quantize_`` never ternarises it).
+- positions: ``max(cumsum(attention_mask) - 1, 0)``, so a left-padded row sees the same positions as
+  unpadded (what the exported graph computes in-graph);
 - pooling: the final-norm hidden state of the **last non-padding token** of each row, i.e. the last
   position whose ``attention_mask`` is 1 (works for right and left padding). Without a mask, the last
   position. The decoder is causal, so that token is the only one that has seen the whole input.
@@ -27,6 +29,11 @@ from ternarylm.configuration import TernaryLMConfig
 from ternarylm.modeling import TernaryLMModel, TernaryLMPreTrainedModel
 
 KIND = "sequence-classification"
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` positions ``max(cumsum(mask) - 1, 0)``: padding does not shift the real tokens."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def last_token_index(attention_mask: torch.Tensor | None, batch: int, seq_len: int, device=None) -> torch.Tensor:
@@ -52,8 +59,10 @@ class TernaryLMForSequenceClassification(TernaryLMPreTrainedModel):
     def set_input_embeddings(self, value):
         self.model.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, labels=None, use_cache=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                **kwargs):
+        if position_ids is None and attention_mask is not None:
+            position_ids = positions_from_mask(attention_mask)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          inputs_embeds=inputs_embeds, use_cache=False)
         h = out.last_hidden_state  # (B, T, D)

@@ -1,4 +1,10 @@
-"""``TernaryLMConfig``: the architecture of the reference paper, every default documented, plus presets."""
+"""``TernaryLMConfig``: the architecture of the reference paper, every default documented, plus presets.
+
+The architecture is Llama's (pre-norm RMSNorm, RoPE, SwiGLU, no biases, untied embeddings), so the
+config also carries the fields transformers' Llama classes read (``hidden_act``, ``head_dim``,
+``rope_parameters``, ``attention_bias``, ``mlp_bias``, ``attention_dropout``): the PyTorch model *is*
+a ``LlamaForCausalLM`` whose decoder linears ``quantize_`` swapped for ``BitLinear``.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +41,10 @@ class TernaryLMConfig(PretrainedConfig):
         precision: ``ternary`` (BitLinear in every block linear) or ``fp`` (the full-precision twin).
         quant: a ``TernaryConfig`` dict (scale granularity, group size, activation bits).
         initializer_range: std of the normal init.
+
+    Fixed by the architecture (stored so that Llama's modules and other tools read them): ``hidden_act``
+    ``silu``, ``attention_bias``/``mlp_bias`` False, ``attention_dropout`` 0, ``head_dim`` =
+    hidden_size / num_attention_heads, ``rope_parameters`` ``{"rope_type": "default", "rope_theta": ...}``.
     """
 
     model_type = "ternarylm"
@@ -45,6 +55,9 @@ class TernaryLMConfig(PretrainedConfig):
                  rope_theta=10000.0, rms_norm_eps=1e-6, precision="ternary", quant=None,
                  initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None,
                  tie_word_embeddings=False, use_cache=True, **kwargs):
+        for fixed in ("head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout",
+                      "rope_parameters", "rope_scaling", "pretraining_tp"):
+            kwargs.pop(fixed, None)  # derived below; older checkpoints lack them, newer ones repeat them
         self.use_cache = use_cache
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -58,13 +71,17 @@ class TernaryLMConfig(PretrainedConfig):
         self.precision = precision
         self.quant = dict(quant or {})
         self.initializer_range = initializer_range
+        # What transformers' Llama modules read; fixed for this architecture (see the docstring).
+        self.head_dim = hidden_size // num_attention_heads if num_attention_heads else 0
+        self.hidden_act = "silu"
+        self.attention_bias = False
+        self.mlp_bias = False
+        self.attention_dropout = 0.0
+        self.pretraining_tp = 1
+        self.rope_parameters = {"rope_type": "default", "rope_theta": self.rope_theta}
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
                          tie_word_embeddings=False, **kwargs)
         self.validate_architecture()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
     def validate_architecture(self):
         """Raise ``ValueError`` naming the bad field and what would fix it."""
@@ -103,6 +120,8 @@ class TernaryLMConfig(PretrainedConfig):
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         fields = {**PRESETS[name], **overrides}
         known = set(cls().to_dict()) | {"num_key_value_heads", "quant", "precision"}
+        known -= {"head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout",
+                  "rope_parameters", "pretraining_tp"}  # fixed by the architecture
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}; see TernaryLMConfig's docstring")

@@ -139,8 +139,7 @@ class _Runner:
     def __init__(self, model, layers: list[str]):
         self.model = model
         inner = getattr(model, "model", None)
-        self.staged = all(hasattr(inner, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")) and \
-            hasattr(model, "lm_head")
+        self.staged = all(hasattr(inner, a) for a in ("layers", "norm")) and hasattr(model, "lm_head")
         self.block = {}
         for name in layers:
             index, _ = layer_position(name)
@@ -169,39 +168,44 @@ class _Runner:
 
     # -- staged forward -------------------------------------------------------------------------
     def block_inputs(self, x):
-        """``(inputs of every decoder block + final hidden state, rotary/mask context)``."""
+        """One plain forward of the model that records, for every decoder block, the hidden state it
+        received and the other arguments the model passed it (mask, rotary tables): ``(hidden states,
+        block calls, logits)``. Recording the calls (forward pre-hooks) rather than rebuilding them keeps
+        this independent of how the model computes masks and positions."""
         if not self.staged:
             return x
-        inner = self.model.model
-        h = inner.embed_tokens(x)
-        B, T, _ = h.shape
-        from ternarylm.modeling import attention_mask_4d
+        layers = list(self.model.model.layers)
+        calls: list = [None] * len(layers)
 
-        position_ids = torch.arange(T, device=h.device)[None].expand(B, T)
-        cos, sin = inner.rotary_emb(position_ids)
-        ctx = (cos.to(h.dtype), sin.to(h.dtype), attention_mask_4d(None, T, 0, h.device))
-        states = [h]
-        for layer in inner.layers:
-            h = layer(h, *ctx, None)
-            states.append(h)
-        return states, ctx
+        def recorder(i):
+            def hook(module, args, kwargs):
+                calls[i] = (args, kwargs)
+            return hook
+
+        handles = [layer.register_forward_pre_hook(recorder(i), with_kwargs=True) for i, layer in enumerate(layers)]
+        try:
+            logits = _logits(self.model, x)
+        finally:
+            for h in handles:
+                h.remove()
+        hidden = [_hidden_arg(args, kwargs) for args, kwargs in calls]
+        return hidden, calls, logits
 
     def head(self, states):
         if not self.staged:
             return _logits(self.model, states)
-        hidden, _ = states
-        return self.model.lm_head(self.model.model.norm(hidden[-1])).float()
+        return states[2]
 
     def run_from(self, name: str, states):
         """Logits when everything before the block holding ``name`` is as in ``states``."""
         if not self.staged:
             return _logits(self.model, states)
-        hidden, ctx = states
+        hidden, calls, _ = states
         index = self.block[name]
         h = hidden[index]
-        for layer in self.model.model.layers[index:]:
-            h = layer(h, *ctx, None)
-        return self.model.lm_head(self.model.model.norm(h)).float()
+        for layer, (args, kwargs) in zip(self.model.model.layers[index:], calls[index:]):
+            h = _call_with_hidden(layer, h, args, kwargs)
+        return self.model.lm_head(self.model.model.norm(h))
 
     def matches_plain(self, x, y, all_fp: dict) -> bool:
         """Does the fast path give the plain forward's NLL (as trained and all full precision)?"""
@@ -218,6 +222,19 @@ class _Runner:
             if not abs(fast - plain) <= MATCH_TOLERANCE * max(abs(plain), 1.0):
                 return False
         return True
+
+
+def _hidden_arg(args, kwargs):
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _call_with_hidden(layer, h, args, kwargs):
+    """Re-run a decoder block on hidden state ``h`` with the other arguments of its recorded call."""
+    if args:
+        out = layer(h, *args[1:], **kwargs)
+    else:
+        out = layer(**{**kwargs, "hidden_states": h})
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _frozen_forward(module):
