@@ -49,9 +49,11 @@ def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_
 
     from ternarylm.export.api import export_checkpoint
 
+    from ternarylm.checkpoint import check_checkpoint_file
     from ternarylm.quantization import parse_keep_precision
 
     keep_precision = parse_keep_precision(keep_precision)
+    check_checkpoint_file(checkpoint)  # before the progress bar prints its label
 
     if out_dir is None:
         run = Path(checkpoint).resolve().parent.name or "model"

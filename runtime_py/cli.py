@@ -70,19 +70,19 @@ def build_ort(folder, config, device: str, threads: int | None, providers: list[
 
 def _load(model_dir, engine, device, threads, providers, emulate, check_weights):
     from ternarylm.runtime_py.loader import check_weights as check
-    from ternarylm.runtime_py.loader import load_numpy, load_tokenizer, open_folder
-    from ternarylm.runtime_py.model import ModelConfig
+    from ternarylm.runtime_py.loader import load_config, load_numpy, load_tokenizer, open_folder
 
     folder = open_folder(model_dir)
     if folder.kind == "sequence-classification":
         raise ValueError(f"{model_dir} is a sequence classifier, not a language model; run it with "
                          "`ternary-finetune predict DIR --text ...`")
     tokenizer = load_tokenizer(folder)
-    config = ModelConfig.from_config_json(folder.config)
     note = None
     if engine == "numpy":
-        decoder = load_numpy(folder)
+        decoder = load_numpy(folder)  # config checked against model.onnx
+        config = decoder.config
     else:
+        config = load_config(folder)  # config checked against model.onnx
         if check_weights:
             check(folder)
         decoder, note = build_ort(folder, config, device, threads, providers, emulate)

@@ -6,6 +6,7 @@ comes from ``sampling.sample_next``, identical for every engine.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -37,13 +38,19 @@ class GenerationStats:
         return steps / self.decode_s if steps > 0 and self.decode_s > 0 else float("nan")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "prefill_tokens_per_s": self.prefill_tokens_per_s,
-                "decode_tokens_per_s": self.decode_tokens_per_s}
+        """JSON-ready: a rate with nothing to measure is None, not NaN (which JSON lacks)."""
+        rates = {"prefill_tokens_per_s": self.prefill_tokens_per_s, "decode_tokens_per_s": self.decode_tokens_per_s}
+        return {**asdict(self), **{k: None if math.isnan(v) else v for k, v in rates.items()}}
 
     def summary(self) -> str:
-        return (f"[{self.engine}] prompt {self.prompt_tokens} tokens, prefill {self.prefill_s * 1e3:.1f} ms "
-                f"({self.prefill_tokens_per_s:.1f} tokens/s); generated {self.new_tokens} tokens, decode "
-                f"{self.decode_tokens_per_s:.1f} tokens/s (stop: {self.stop_reason})")
+        """One line for stderr; a phase that did not run (no new token, or only one) reads n/a, not nan."""
+        prefill, decode = self.prefill_tokens_per_s, self.decode_tokens_per_s
+        prefill_text = (f"prefill {self.prefill_s * 1e3:.1f} ms ({prefill:.1f} tokens/s)" if not math.isnan(prefill)
+                        else "prefill n/a (no new token asked for)")
+        decode_text = (f"decode {decode:.1f} tokens/s" if not math.isnan(decode)
+                       else "decode n/a (no token after the first)")
+        return (f"[{self.engine}] prompt {self.prompt_tokens} tokens, {prefill_text}; generated {self.new_tokens} "
+                f"tokens, {decode_text} (stop: {self.stop_reason})")
 
 
 def check_prompt(prompt_ids, context: int):
@@ -76,7 +83,7 @@ def generate(engine, prompt_ids, max_new_tokens: int, temperature: float = 0.0, 
     stop = "length"
     t0 = time.perf_counter()
     logits = engine.forward(np.array([prompt], np.int64), last_only=True) if max_new_tokens else None
-    prefill_s = time.perf_counter() - t0
+    prefill_s = time.perf_counter() - t0 if logits is not None else 0.0  # no forward pass: nothing timed
     t1 = time.perf_counter()
     while len(new) < max_new_tokens:
         token = sample_next(logits[0, -1], sampling, rng)

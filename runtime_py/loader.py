@@ -1,5 +1,5 @@
 """Open an export folder for running: manifest verified (``ternarylm.devices.folder.ModelFolder``),
-config.json read, tokenizer loaded, and either engine built from it.
+config.json read and checked against the graph, tokenizer loaded, and either engine built from it.
 
 Errors are ``FolderError`` / ``InvalidPackedWeights`` / ``ValueError`` with one line that names the
 file and the fix; ``ternary-run`` prints them as they are.
@@ -7,6 +7,7 @@ file and the fix; ``ternary-run`` prints them as they are.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ternarylm.devices.folder import FolderError, ModelFolder, check_format
@@ -31,8 +32,60 @@ def _folder(path_or_folder, verify: bool) -> ModelFolder:
     return path_or_folder if isinstance(path_or_folder, ModelFolder) else open_folder(path_or_folder, verify)
 
 
-def load_config(path_or_folder, verify: bool = True) -> ModelConfig:
-    return ModelConfig.from_config_json(_folder(path_or_folder, verify).config)
+def load_config(path_or_folder, verify: bool = True, graph=None) -> ModelConfig:
+    """config.json's architecture, checked against model.onnx for a language model (``graph``: the
+    already-read ModelProto, else its graph is read here without the weights)."""
+    folder = _folder(path_or_folder, verify)
+    config = ModelConfig.from_config_json(folder.config)
+    if folder.kind == "causal-lm":
+        if graph is None:
+            graph = _read_onnx(folder.model_path, load_external_data=False)
+        check_graph(config, graph, folder)
+    return config
+
+
+_PAST_KEY = re.compile(r"^past_key_values\.(\d+)\.key$")
+
+
+def check_graph(config: ModelConfig, model, folder: ModelFolder) -> None:
+    """Refuse a config.json that does not describe model.onnx: the NumPy engine would silently run
+    another model and onnxruntime would fail mid-generation."""
+    found = graph_architecture(model, folder.config.get("weights") or {})
+    for name, value in found.items():
+        if value is not None and getattr(config, name) != value:
+            raise FolderError(f"{folder.path / 'config.json'}: architecture.{name} is {getattr(config, name)} but "
+                              f"model.onnx has {value}; the files do not belong together - re-export the checkpoint")
+
+
+def graph_architecture(model, weight_map: dict) -> dict:
+    """What model.onnx itself fixes: layers (its ``past_key_values.{i}.key`` inputs), kv heads and
+    head_dim (their shapes), vocab (the logits), hidden size (the final norm); None where unknown."""
+    inputs = {i.name: _dims(i) for i in model.graph.input}
+    outputs = {o.name: _dims(o) for o in model.graph.output}
+    layers = [int(m.group(1)) for n in inputs if (m := _PAST_KEY.match(n))]
+    past = inputs.get("past_key_values.0.key") or []
+    logits = outputs.get("logits") or []
+    return {
+        "num_hidden_layers": len(layers) or None,
+        "num_key_value_heads": past[1] if len(past) == 4 else None,
+        "head_dim": past[3] if len(past) == 4 else None,
+        "vocab_size": logits[-1] if len(logits) == 3 else None,
+        "hidden_size": _initializer_dim(model, (weight_map.get("model.norm") or {}).get("weight")),
+    }
+
+
+def _dims(value_info) -> list[int | None]:
+    """A graph input's/output's shape; None for a symbolic or unknown dimension."""
+    return [d.dim_value or None for d in value_info.type.tensor_type.shape.dim]
+
+
+def _initializer_dim(model, name: str | None) -> int | None:
+    """The length of a 1-D initializer (a norm's weight), or None."""
+    if name:
+        for t in model.graph.initializer:
+            if t.name == name and len(t.dims) == 1:
+                return int(t.dims[0])
+    return None
 
 
 def load_tokenizer(path_or_folder, verify: bool = True):
@@ -50,12 +103,12 @@ def load_tokenizer(path_or_folder, verify: bool = True):
                           "re-export the model") from None
 
 
-def _read_onnx(path: Path):
+def _read_onnx(path: Path, load_external_data: bool = True):
     import onnx
     from google.protobuf.message import DecodeError
 
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, ValueError, OSError) as e:
         raise FolderError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]}); "
                           "re-export the model") from None
@@ -73,7 +126,9 @@ def _require_kind(folder: ModelFolder, kind: str) -> ModelFolder:
 def load_numpy(path_or_folder, verify: bool = True) -> NumpyDecoder:
     """The NumPy engine over a folder's model.onnx (weights unpacked once, here)."""
     folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
-    return NumpyDecoder.from_onnx(_read_onnx(folder.model_path), folder.config)
+    model = _read_onnx(folder.model_path)
+    load_config(folder, graph=model)  # checks config.json against the graph
+    return NumpyDecoder.from_onnx(model, folder.config)
 
 
 def check_weights(path_or_folder, verify: bool = True):
@@ -89,7 +144,7 @@ def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **
     folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
     if check_packed:
         check_weights(folder)
-    return OrtDecoder(folder.model_path, ModelConfig.from_config_json(folder.config), **session_options)
+    return OrtDecoder(folder.model_path, load_config(folder), **session_options)
 
 
 def load_engine(path, engine: str = "ort", verify: bool = True, **options):

@@ -35,8 +35,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load and validate a checkpoint without executing any pickled code."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the ckpt.pt written by ternary-train")
+    check_checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -46,9 +45,10 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                 "tensors and plain data); re-save it with ternary-train or load it only if you trust it"
             ) from None
         raise CheckpointError(f"{path} is not a readable checkpoint; it may be truncated or not a torch file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # noqa: BLE001 -- torch's safe loader fails on odd bytes with KeyError, ...
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({_first_line(e)}); it may be truncated or not a torch file"
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {_first_line(e)}); "
+            "it may be truncated or not a torch file"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a torch file but not a ternarylm checkpoint (no format={FORMAT!r})")
@@ -62,6 +62,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks '{key}'; it is incomplete — use a checkpoint from ternary-train")
     return ckpt
+
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """Refuse a missing file or one that is not a zip archive (torch.save's format) before any slow work."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the ckpt.pt written by ternary-train")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (not a zip archive); it may be truncated or not a torch file "
+            "- pass the ckpt.pt written by ternary-train"
+        )
 
 
 def _first_line(e: BaseException) -> str:

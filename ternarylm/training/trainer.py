@@ -3,6 +3,7 @@ atomic checkpoints with exact resume, DDP under torchrun, metrics.jsonl and a lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -51,11 +52,76 @@ def check_run_dir(run_dir: Path, args: TrainArgs):
     elif holds_run and not args.overwrite:
         raise TrainError(f"{run_dir} already holds a training run; pass --resume to continue it, "
                          "--overwrite to replace it, or choose another --out")
-    elif holds_run and args.overwrite:
-        for name in ("ckpt.pt", "best.pt", "metrics.jsonl", "loss.png", "train_summary.json"):
-            (run_dir / name).unlink(missing_ok=True)
-        for old in (run_dir / "checkpoints").glob("step-*.pt"):
-            old.unlink()
+
+
+def clear_previous_run(run_dir: Path):
+    """``--overwrite``: drop the old run's files, only once the new run's setup has succeeded."""
+    for name in ("ckpt.pt", "best.pt", "metrics.jsonl", "loss.png", "train_summary.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    for old in (run_dir / "checkpoints").glob("step-*.pt"):
+        old.unlink()
+
+
+STALE_TEMP_PATTERNS = (".*.pt.tmp-*", "checkpoints/.*.pt.tmp-*", "data/tokens-*.tmp-*")
+
+
+def remove_stale_temps(run_dir: Path) -> list[str]:
+    """Delete temp files that a killed checkpoint/token-cache write left (their writer pid is gone)."""
+    removed = []
+    for pattern in STALE_TEMP_PATTERNS:
+        for tmp in sorted(run_dir.glob(pattern)):
+            if tmp.is_file() and not _pid_alive(tmp.name.rsplit("-", 1)[-1]):
+                tmp.unlink(missing_ok=True)
+                removed.append(str(tmp.relative_to(run_dir)))
+    return removed
+
+
+def _pid_alive(pid_text: str) -> bool:
+    """Whether the process that owns a ``.tmp-<pid>`` file still runs (unparsable: assume it does)."""
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return True
+    if pid == os.getpid():
+        return False  # this process has written nothing yet: the file is from an earlier one
+    if os.name == "nt":
+        return True  # there os.kill(pid, 0) sends CTRL_C_EVENT: no probe, keep the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _removed_on_refusal(run_dir: Path, enabled: bool = True):
+    """On any error, delete the files and folders under ``run_dir`` that appeared meanwhile (the token
+    cache of data that is then refused), never ones that were there before."""
+    before = set(run_dir.rglob("*")) if run_dir.exists() else None
+    try:
+        yield
+    except BaseException:
+        if enabled:
+            _remove_new(run_dir, before)
+        raise
+
+
+def _remove_new(run_dir: Path, before: set | None):
+    if not run_dir.exists():
+        return
+    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):  # children first
+        if before is not None and path in before:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty
+        else:
+            path.unlink(missing_ok=True)
+    if before is None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def build_config(args: TrainArgs, vocab_size: int, special: dict) -> TernaryLMConfig:
@@ -102,52 +168,59 @@ def train(args: TrainArgs) -> dict:
     device = ctx.device or resolve_device(args.device)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
 
-    resume_state = load_checkpoint(run_dir / "ckpt.pt") if args.resume else None
-    if resume_state is not None and resume_state.get("optimizer") is None:
-        raise CheckpointError(f"{run_dir / 'ckpt.pt'} holds no optimizer state and cannot be resumed")
+    with _removed_on_refusal(run_dir, enabled=ctx.is_main):  # a refused setup leaves no files
+        resume_state = load_checkpoint(run_dir / "ckpt.pt") if args.resume else None
+        if resume_state is not None and resume_state.get("optimizer") is None:
+            raise CheckpointError(f"{run_dir / 'ckpt.pt'} holds no optimizer state and cannot be resumed")
 
-    from ternarylm.configuration import PRESETS
+        from ternarylm.configuration import PRESETS
 
-    if args.preset not in PRESETS:
-        raise TrainError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    tokenizer = prepare_tokenizer(args, PRESETS[args.preset]["vocab_size"],
-                                  resume_state["tokenizer_json"] if resume_state else None)
-    special = special_token_ids(tokenizer)
-    if ctx.is_main:
-        cache = prepare_tokens(args, tokenizer, run_dir)
-    dist_utils.barrier(ctx)
-    if not ctx.is_main:
-        cache = prepare_tokens(args, tokenizer, run_dir)
-    (train_start, train_end), (val_start, val_end) = cache.split(args.val_fraction, args.seq_len)
-    if resume_state and resume_state["meta"].get("data_fingerprint") not in (None, cache.fingerprint):
-        raise TrainError("the training data changed since this run started (token cache fingerprint differs); "
-                         "resume with the same --data or start a new run")
+        if args.preset not in PRESETS:
+            raise TrainError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        tokenizer = prepare_tokenizer(args, PRESETS[args.preset]["vocab_size"],
+                                      resume_state["tokenizer_json"] if resume_state else None)
+        special = special_token_ids(tokenizer)
+        if ctx.is_main:
+            cache = prepare_tokens(args, tokenizer, run_dir)
+        dist_utils.barrier(ctx)
+        if not ctx.is_main:
+            cache = prepare_tokens(args, tokenizer, run_dir)
+        (train_start, train_end), (val_start, val_end) = cache.split(args.val_fraction, args.seq_len)
+        if resume_state and resume_state["meta"].get("data_fingerprint") not in (None, cache.fingerprint):
+            raise TrainError("the training data changed since this run started (token cache fingerprint differs); "
+                             "resume with the same --data or start a new run")
 
-    config = (TernaryLMConfig(**{k: v for k, v in resume_state["config"].items()
-                                 if k not in ("transformers_version", "architectures", "model_type")})
-              if resume_state else build_config(args, tokenizer.get_vocab_size(), special))
-    torch.manual_seed(args.seed)
-    model = TernaryLMForCausalLM(config).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95),
-                                  eps=1e-8)
-    scheduler = LambdaLR(optimizer, lambda s: lr_multiplier(s, args.max_steps, args.warmup_steps,
-                                                            args.min_lr_ratio, args.schedule))
-    sampler = RandomWindowSampler(cache.tokens, train_start, train_end, args.seq_len, args.batch_size,
-                                  seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
-    step, tokens_seen, best_val = 0, 0, math.inf
-    if resume_state:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        sampler.load_state_dict(resume_state["rng"]["sampler"])
-        torch.set_rng_state(resume_state["rng"]["torch"])
-        step, tokens_seen = resume_state["step"], resume_state["tokens_seen"]
-        best_val = resume_state.get("best_val_loss", math.inf)
+        config = (TernaryLMConfig(**{k: v for k, v in resume_state["config"].items()
+                                     if k not in ("transformers_version", "architectures", "model_type")})
+                  if resume_state else build_config(args, tokenizer.get_vocab_size(), special))
+        torch.manual_seed(args.seed)
+        model = TernaryLMForCausalLM(config).to(device)
+        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95),
+                                      eps=1e-8)
+        scheduler = LambdaLR(optimizer, lambda s: lr_multiplier(s, args.max_steps, args.warmup_steps,
+                                                                args.min_lr_ratio, args.schedule))
+        sampler = RandomWindowSampler(cache.tokens, train_start, train_end, args.seq_len, args.batch_size,
+                                      seed=args.seed, rank=ctx.rank, world_size=ctx.world_size)
+        step, tokens_seen, best_val = 0, 0, math.inf
+        if resume_state:
+            model.load_state_dict(resume_state["model"])
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            sampler.load_state_dict(resume_state["rng"]["sampler"])
+            torch.set_rng_state(resume_state["rng"]["torch"])
+            step, tokens_seen = resume_state["step"], resume_state["tokens_seen"]
+            best_val = resume_state.get("best_val_loss", math.inf)
     train_model = dist_utils.wrap(model, ctx)
 
     metrics_path = run_dir / "metrics.jsonl"
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if args.overwrite and not args.resume:
+            clear_previous_run(run_dir)
+        stale = remove_stale_temps(run_dir)
+        if stale:
+            print(f"removed {len(stale)} stale temporary file(s) left by an interrupted write: {', '.join(stale)}",
+                  flush=True)
         _truncate_metrics(metrics_path, step)
         print(f"ternarylm {ternarylm.__version__}: {args.preset} preset, precision={config.precision}, "
               f"{count_parameters(model):,} parameters, vocab {config.vocab_size}, "

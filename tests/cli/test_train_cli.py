@@ -180,3 +180,23 @@ def test_keep_precision_trains_a_mixed_model_and_rejects_bad_plans(tmp_path):
         bad = tmp_path / f"bad{len(args)}{match[:4]}"
         lines = _fails("ternarylm.cli.train", "--out", bad, *small, *args, match=match)
         assert len(lines) == 1 and not (bad / "ckpt.pt").exists()
+
+
+def test_resume_removes_stale_checkpoint_temp_files(tmp_path):
+    """A kill during save_checkpoint leaves ``.ckpt.pt.tmp-<pid>``; the next start removes it (its writer
+    is gone) and says so, but leaves a temp file whose writer still runs."""
+    small = ["--preset", "tiny", "--stories", "200", "--eval-every", "2", "--batch-size", "4", "--seq-len", "32",
+             "--warmup-steps", "1", "--no-progress", "--threads", "1"]
+    out = tmp_path / "run"
+    cli("ternarylm.cli.train", "--out", out, *small, "--max-steps", "2")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = out / f".ckpt.pt.tmp-{dead.pid}"
+    stale.write_bytes(b"half a checkpoint")
+    live = out / f".best.pt.tmp-{os.getpid()}"  # this test process is alive: maybe still writing
+    live.write_bytes(b"being written")
+    proc = cli("ternarylm.cli.train", "--out", out, *small, "--max-steps", "4", "--resume")
+    assert not stale.exists() and live.exists()
+    assert f"removed 1 stale temporary file(s) left by an interrupted write: {stale.name}" in proc.stdout
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 4
+    assert _last_eval(out)["step"] == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -146,3 +147,47 @@ def test_numpy_engine_loads_without_torch(export_dir, tmp_path):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(PROMPT) and "tokens/s" in proc.stderr
+
+
+def _edit_architecture(folder, **changes):
+    """Edit config.json and re-hash it in the manifest, so only the config/graph check can notice."""
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["architecture"].update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    rewrite_manifest(folder, "config.json")
+
+
+@pytest.mark.parametrize("engine", ["numpy", "ort"])
+def test_config_that_disagrees_with_the_graph_is_refused(engine, folder_copy):
+    folder = folder_copy("ort-cpu")
+    layers = json.loads((folder / "config.json").read_text())["architecture"]["num_hidden_layers"]
+    _edit_architecture(folder, num_hidden_layers=layers - 1)
+    args = ["--engine", engine] if engine == "numpy" else []  # ort: the default engine
+    proc = run_cli(folder, "--prompt", PROMPT, *args)
+    assert proc.returncode != 0 and proc.stdout == "", proc.stdout  # refused before the prompt is echoed
+    assert_one_line_error(proc.stderr, "config.json", f"num_hidden_layers is {layers - 1}", f"has {layers}",
+                          "re-export the checkpoint")
+
+
+@pytest.mark.parametrize("field,value", [("hidden_size", 32), ("num_key_value_heads", 2), ("head_dim", 8),
+                                         ("vocab_size", 256)])
+def test_every_checked_architecture_field(field, value, folder_copy):
+    folder = folder_copy("portable-2bit")
+    _edit_architecture(folder, **{field: value})
+    for engine in ("numpy", "ort"):
+        result = CliRunner().invoke(main, [str(folder), "--prompt", PROMPT, "--engine", engine])
+        assert result.exit_code != 0 and result.stdout == "", (engine, result.output)
+        assert_one_line_error(result.stderr, f"architecture.{field} is {value}", "re-export the checkpoint")
+
+
+@pytest.mark.parametrize("engine", ["numpy", "ort"])
+def test_one_new_token_has_no_decode_rate(engine, export_dir):
+    """One new token comes from the prefill alone: the decode rate is n/a, never nan."""
+    proc = run_cli(export_dir("ort-cpu"), "--prompt", PROMPT, "--engine", engine, "--max-new-tokens", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert not re.search(r"\bnan\b", proc.stderr, re.IGNORECASE), proc.stderr
+    assert "generated 1 tokens" in proc.stderr and "decode n/a" in proc.stderr
+    assert "prefill" in proc.stderr and "tokens/s" in proc.stderr  # the prefill figure is still there
+    proc = run_cli(export_dir("ort-cpu"), "--prompt", PROMPT, "--engine", engine, "--max-new-tokens", 0)
+    assert proc.returncode == 0 and not re.search(r"\bnan\b", proc.stderr, re.IGNORECASE), proc.stderr
+    assert "prefill n/a" in proc.stderr
