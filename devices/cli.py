@@ -157,11 +157,15 @@ def main(model_dir, baseline_dir, device, emulate, providers, threads, prompt_le
                      {"prompt_lens": prompt_lens, "decode_tokens": decode_tokens, "warmup": warmup,
                       "repeats": repeats, "memory_limit_mb": memory_limit})
     _print_results(run)
-    rep.write_json(_report(run), out / "report.json")
-    rep.write_chart(results, out / "profile.png", f"{profile.name}: ternary vs baseline{banner}", prompt_lens[0])
+    charts = [rep.write_chart(results, out / "profile.png", f"{profile.name}: ternary vs baseline{banner}",
+                              prompt_lens[0])]
     if tune_result:
-        rep.write_tune_chart(tune_result.rows, out / "tune.png", f"{profile.name} tune: decode ms/token{banner}")
-    click.echo(f"wrote {out / 'report.json'} and {out / 'profile.png'}")
+        charts.append(rep.write_tune_chart(tune_result.rows, out / "tune.png",
+                                           f"{profile.name} tune: decode ms/token{banner}"))
+    written = [rep.write_json(_report(run), out / "report.json"), *filter(None, charts)]
+    click.echo(f"wrote {' and '.join(map(str, written))}")
+    if None in charts:
+        click.echo(f"note: {rep.NO_CHART_NOTE}")
     if not any(r["status"] == "ok" for r in results):
         sys.exit(1)
 

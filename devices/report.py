@@ -2,6 +2,8 @@
 
 Ratios are "how many times better the ternary model is": baseline / ternary for sizes, memory and
 latencies, ternary / baseline for tokens per second. A ratio above 1 favours the ternary model.
+The PNG charts need matplotlib, an extra (``ternarylm[plots]``) a device may not have: without it the
+chart writers return None and the caller prints ``NO_CHART_NOTE`` once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ RATIO_CONVENTION = ("baseline / ternary for bytes, memory and milliseconds; tern
 LOWER_IS_BETTER = ("model_bytes", "load_s", "peak_rss_mb", "device_memory_mb", "prefill_ms",
                    "decode_ms_p50", "decode_ms_p95")
 HIGHER_IS_BETTER = ("prefill_tokens_per_s", "decode_tokens_per_s")
+NO_CHART_NOTE = 'no PNG chart (matplotlib not installed); pip install "ternarylm[plots]"'
 
 # (header, key, format) for the results table.
 RESULT_COLUMNS = [
@@ -124,6 +127,18 @@ def write_json(data: dict, path: Path) -> Path:
     return path
 
 
+def optional_pyplot():
+    """pyplot on the Agg backend, or None where matplotlib is not installed (not a device dependency)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str):
     import numpy as np
 
@@ -139,13 +154,14 @@ def _bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: 
         ax.legend(fontsize=8)
 
 
-def write_chart(results: list[dict], path: Path, title: str, prompt_len: int) -> Path:
-    """Bars ternary vs baseline: memory (file, peak RSS, GPU) and latency (prefill, decode p50)."""
-    import matplotlib
+def write_chart(results: list[dict], path: Path, title: str, prompt_len: int) -> Path | None:
+    """Bars ternary vs baseline: memory (file, peak RSS, GPU) and latency (prefill, decode p50).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Returns None, writing nothing, where matplotlib is not installed.
+    """
+    plt = optional_pyplot()
+    if plt is None:
+        return None
     rows = {f"{r['model']} ({r.get('target', '?')})": r for r in results if r.get("prompt_len") == prompt_len and r.get("status") == "ok"}
     mem_keys = [("file", "model_bytes", 1e-6), ("peak RSS", "peak_rss_mb", 1.0)]
     if any(r.get("device_memory_mb") for r in rows.values()):
@@ -165,13 +181,14 @@ def write_chart(results: list[dict], path: Path, title: str, prompt_len: int) ->
     return path
 
 
-def write_tune_chart(rows: list[dict], path: Path, title: str) -> Path:
-    """Decode ms/token per candidate; failing candidates grey, slow-path hatched, the winner marked."""
-    import matplotlib
+def write_tune_chart(rows: list[dict], path: Path, title: str) -> Path | None:
+    """Decode ms/token per candidate; failing candidates grey, slow-path hatched, the winner marked.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Returns None, writing nothing, where matplotlib is not installed.
+    """
+    plt = optional_pyplot()
+    if plt is None:
+        return None
     ok = [r for r in rows if r.get("decode_ms_p50") is not None]
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(ok) + 2), 4))
     colors = ["tab:green" if r.get("chosen") else "tab:blue" if r.get("passed") else "lightgrey" for r in ok]

@@ -12,19 +12,11 @@ Importing ``ternarylm`` never imports torch or transformers, so a device needs o
 
 from __future__ import annotations
 
-from pathlib import Path as _Path
-
 __version__ = "0.1.0"
 
-# A wheel installs export/, runtime_py/ and devices/ inside this package (pyproject's package-dir).
-# In a source checkout or an editable install they sit beside it at the repo root: let the import
-# system look there too, so that ``ternarylm.export`` means the same thing in both layouts.
-_here = _Path(__file__).resolve().parent
-_repo = _here.parent
-if not (_here / "export").is_dir() and (_repo / "export" / "__init__.py").is_file() and (
-    _repo / "pyproject.toml"
-).is_file():
-    __path__.append(str(_repo))  # type: ignore[name-defined]  # noqa: F821
+# export/, runtime_py/ and devices/ are mapped under this package by pyproject's package-dir: a wheel
+# holds them inside it and an editable install's finder maps them, so there is no path fallback here
+# (one would hide a wheel that lacks them). A bare checkout without an install has no ternarylm.export.
 
 _LAZY = {
     "TernaryLMConfig": "ternarylm.configuration",

@@ -9,6 +9,10 @@ import os
 import click
 
 
+# Optional dependencies -> the extra that installs them (a device install has none of them).
+EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "matplotlib": "plots", "datasets": "datasets"}
+
+
 def user_errors(fn):
     """Turn ``ValueError``/``OSError`` raised for bad input into ``click.ClickException`` (exit 1)."""
 
@@ -18,6 +22,12 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
+        except ModuleNotFoundError as e:
+            extra = EXTRA_FOR_MODULE.get((e.name or "").split(".")[0])
+            if extra is None or os.environ.get("TERNARYLM_DEBUG"):
+                raise
+            raise click.ClickException(f"{e.name} is not installed and this command needs it; "
+                                       f"pip install \"ternarylm[{extra}]\"") from None
         except (ValueError, OSError) as e:
             if os.environ.get("TERNARYLM_DEBUG"):
                 raise
