@@ -23,11 +23,12 @@ from ternarylm import __version__
 from ternarylm.devices import report as rep
 from ternarylm.devices.deploy import ProviderError, lowering_note, ort_version, resolve_providers, settings_for
 from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_host, match_profile, resolve_device
-from ternarylm.devices.folder import FolderError, ModelFolder, architecture_mismatch
 from ternarylm.devices.plan import Plan, PlanError, load_plan, plan_path
 from ternarylm.devices.profile import ProfileError, families, load_profiles
 from ternarylm.devices.session import SessionSettings
 from ternarylm.devices.tune import TuneError, TuneResult, run_tune
+from ternarylm.format.entries import CAUSAL_LM
+from ternarylm.format.folder import FolderError, ModelFolder, architecture_mismatch
 
 
 def _prompt_lens(text: str) -> list[int]:
@@ -67,7 +68,7 @@ def _open(path: Path, what: str) -> ModelFolder:
         folder = ModelFolder.open(path)
     except FolderError as e:
         raise click.ClickException(f"{what}: {e}") from None
-    if folder.kind != "causal-lm":
+    if folder.kind != CAUSAL_LM:
         raise click.ClickException(f"{what}: {path} holds a {folder.kind} export; ternary-profile measures language-model "
                                    "decoders (prefill and decode), so pass a causal-LM export folder")
     return folder

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ternarylm.devices.profile import Lowering
 
-from ternarylm.hashing import sha256_file
+from ternarylm.format.hashing import sha256_file
 
 PLAN_FORMAT = "ternarylm-device-plan"
 PLAN_VERSION = 1

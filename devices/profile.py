@@ -5,7 +5,7 @@ lowering of the ternary matmuls the device should run (export target, MatMulNBit
 accuracy level, ORT session config such as ``mlas.use_lut_gemm``), the candidates ``--tune`` tries,
 a memory budget, a recommended context length and notes. Adding a device is adding a file.
 
-Export targets (the names ``ternary-export onnx --target`` and ``ternarylm.export.lower`` accept)::
+Export targets (the names ``ternary-export onnx --target`` accepts and ``--tune`` lowerings name)::
 
     portable         ai.ternarylm::TernaryMatMul + model-local function bodies (any ONNX runtime)
     ort-cpu          com.microsoft::MatMulNBits bits=2 (x86-64, ARM64 with dotprod)
@@ -63,7 +63,7 @@ class Lowering:
     """How the ternary matmuls run: an export target plus its options and session config.
 
     ``target = "as-exported"`` means the model folder's own ``model.onnx``, unchanged.
-    ``lower_options()`` is what ``ternarylm.export.lower(model, target, **options)`` receives.
+    ``lower_options()`` are the keyword options the ``lower`` rewrite (``ternarylm.format.relower.lower``) receives.
     """
 
     target: str

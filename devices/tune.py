@@ -2,14 +2,15 @@
 
 Candidates come from the profile: ``[[tune.lowerings]]`` (plus the export as it is) times
 ``threads.candidates`` (those this host has cores for). A lowering other than ``as-exported`` is built
-lazily by the exporter's graph rewrite ``ternarylm.export.lower``, called in whichever of its two
-shapes the installed exporter has (see :func:`call_lower`)::
+lazily by the graph rewrite ``ternarylm.format.relower.lower`` (the exporter's ``ternarylm.export.lower``;
+no torch needed)::
 
     lower(model, config_json, bits=2, block_size=64, accuracy_level=4) -> (model, config_json)
-    lower(model, "ort-cpu", block_size=64, accuracy_level=4) -> model
 
-and when that function is not installed those candidates are recorded as skipped (thread counts are
-still tuned). The rewrite changes the ternary matmuls only: activation dtype and attention are the export's. Each candidate runs in a fresh process; its logits (prefill last position + every decode
+``run_tune(lower=...)`` takes another rewrite (a stand-in in tests may have the target-style shape
+``lower(model, "ort-cpu", block_size=64, accuracy_level=4) -> model``, see :func:`call_lower`), or None:
+then those candidates are recorded as skipped (thread counts are still tuned). The rewrite changes the
+ternary matmuls only: activation dtype and attention are the export's. Each candidate runs in a fresh process; its logits (prefill last position + every decode
 step, identical inputs) are checked against the export run plainly on the CPU: relative max difference
 ``max|l - ref| / max|ref|`` and greedy (argmax) agreement, both with the profile's tolerances. Candidates
 whose log says ORT took its slow MatMulNBits fallback are flagged ``slow_fallback``.
@@ -25,13 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ternarylm.devices.folder import ModelFolder
 from ternarylm.devices.plan import Plan, write_plan
 from ternarylm.devices.profile import AS_EXPORTED, DeviceProfile, Lowering
 from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.devices.session import SessionSettings, available_cores
 
-from ternarylm.hashing import sha256_file
+from ternarylm.format.folder import ModelFolder
+from ternarylm.format.hashing import sha256_file
 
 LowerFn = Callable[..., object]
 MISSING_LOWER = "skipped: ternarylm.export.lower is not available (install the exporter)"
@@ -42,11 +43,9 @@ class TuneError(RuntimeError):
 
 
 def exporter_lower() -> LowerFn | None:
-    """The exporter's ``lower(model, target, **options)``, imported on first use (None when absent)."""
-    try:
-        from ternarylm.export import lower
-    except ImportError:
-        return None
+    """The re-lowering rewrite ``lower(model, config_json, **options)``, imported on first use."""
+    from ternarylm.format.relower import lower
+
     return lower
 
 
@@ -86,11 +85,11 @@ def _slug(lowering: Lowering) -> str:
 
 
 def call_lower(lower: LowerFn, model, config: dict, lowering: Lowering):
-    """Apply the exporter's ``lower`` to a ModelProto; returns ``(model, config dict or None)``.
+    """Apply a ``lower`` rewrite to a ModelProto; returns ``(model, config dict or None)``.
 
     Accepts ``lower(model, config_json, *, bits, block_size, accuracy_level) -> (model, config_json)``
-    (the exporter's current form: it rewrites the config's weight map too) and
-    ``lower(model, target, **options) -> model``.
+    (``ternarylm.format.relower.lower``: it rewrites the config's weight map too) and the target-style
+    ``lower(model, target, **options) -> model`` of injected stand-ins.
     """
     params = list(inspect.signature(lower).parameters)
     if len(params) > 1 and params[1] in ("config_json", "config", "weight_map"):
@@ -105,7 +104,7 @@ def call_lower(lower: LowerFn, model, config: dict, lowering: Lowering):
 
 
 def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower: LowerFn) -> Path:
-    """Write the lowered model (and its config, when the exporter returns one) to ``out_dir``."""
+    """Write the lowered model (and its config, when the rewrite returns one) to ``out_dir``."""
     import copy
 
     import onnx

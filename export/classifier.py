@@ -27,21 +27,26 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper
-from ternarylm.export import lowering
-from ternarylm.export.custom_op import function_proto
+from ternarylm.export.common import divisor_block, lower_linears, source_config, source_manifest
 from ternarylm.export.decoder import DecoderEmitter
-from ternarylm.export.folder import (
+from ternarylm.export.folder import tokenizer_config
+from ternarylm.export.graph import FLOAT, INT64
+from ternarylm.export.targets import PRECISIONS, get_target
+from ternarylm.export.weights import extract_weights
+
+from ternarylm.format import lowering
+from ternarylm.format.custom_op import function_proto
+from ternarylm.format.entries import CAUSAL_LM, EMBEDDING, SEQUENCE_CLASSIFICATION
+from ternarylm.format.folder import (
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
     json_bytes,
-    tokenizer_config,
     write_export_folder,
 )
-from ternarylm.export.graph import FLOAT, INT64, MS_DOMAIN, OPSET, TERNARY_DOMAIN
-from ternarylm.export.targets import PRECISIONS, get_target
+from ternarylm.format.onnx_names import MS_DOMAIN, OPSET, TERNARY_DOMAIN
+from ternarylm.format.tokens import special_token_ids
 
-
-KIND = "sequence-classification"
+KIND = SEQUENCE_CLASSIFICATION
 CLASSIFIER_TARGETS = ("portable", "ort-cpu", "ort-arm64-nodot", "fp32")
 
 
@@ -60,7 +65,7 @@ class ClassifierEmitter(DecoderEmitter):
         g.output("logits", FLOAT, ["batch_size", int(self.score.shape[0])])
 
         table = g.initializer("model.embed_tokens.weight", self.w.embed.astype(self.np_dt))
-        self.weight_map["model.embed_tokens"] = {"kind": "embedding", "weight": table, "dtype": np.dtype(self.np_dt).name}
+        self.weight_map["model.embed_tokens"] = {"kind": EMBEDDING, "weight": table, "dtype": np.dtype(self.np_dt).name}
         x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")
         self.position_ids()
         self.empty_past()
@@ -125,11 +130,8 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
                            block_size: int | None = None, keep_precision: dict | None = None):
     """Emit and lower the classifier graph for a loaded checkpoint: ``(model_proto, config_json_dict)``.
     ``keep_precision``: export-time ``{pattern: bits}`` on top of the checkpoint's plan (as for LMs)."""
-    from ternarylm.export.api import _divisor_block, lower_linears, source_config
-    from ternarylm.export.weights import extract_weights
-
-    if ckpt.get("kind", "causal-lm") != KIND:
-        raise ValueError(f"this is a {ckpt.get('kind', 'causal-lm')} checkpoint, not a {KIND} one; export it with "
+    if ckpt.get("kind", CAUSAL_LM) != KIND:
+        raise ValueError(f"this is a {ckpt.get('kind', CAUSAL_LM)} checkpoint, not a {KIND} one; export it with "
                          "ternary-export onnx (build_model)")
     if target_name not in CLASSIFIER_TARGETS:
         get_target(target_name)  # unknown names get the registry's message
@@ -149,7 +151,7 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
     lowering_info = lower_linears(model, weight_map, target, config, block_size)  # the LM exporter's passes
     if embedding in ("int8", "int4"):
         lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4,
-                                    block_size=_divisor_block(arch["hidden_size"], 32))
+                                    block_size=divisor_block(arch["hidden_size"], 32))
     onnx.checker.check_model(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
     labels = list(task.get("labels") or [config.id2label[i] for i in range(config.num_labels)])
     config_json = {
@@ -184,10 +186,7 @@ def export_classifier_checkpoint(ckpt_path, out_dir, target: str = "portable", p
     ``kind`` passes it to avoid a second load)."""
     from tokenizers import Tokenizer
 
-    from ternarylm.export.api import source_manifest
-
     from ternarylm.checkpoint import load_checkpoint
-    from ternarylm.data.tokenizer import special_token_ids
 
     get_target(target)
     out_dir = Path(out_dir)

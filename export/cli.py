@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from ternarylm.export.targets import TARGETS
 
-from ternarylm.cli.common import user_errors
+from ternarylm.format.cli_errors import user_errors
+from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 
 EXAMPLES = """
 \b
@@ -96,15 +97,14 @@ def _summarise(path):
 def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, json_path):
     """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance."""
     import json
-
     from pathlib import Path
 
-    from ternarylm.cli.common import print_table
+    from ternarylm.format.cli_table import print_table
 
     engine_list = [e.strip() for e in engines.split(",") if e.strip()]
     config_path = Path(export_dir) / "config.json"
     kind = json.loads(config_path.read_text()).get("kind") if config_path.is_file() else None
-    if kind == "sequence-classification":
+    if kind == SEQUENCE_CLASSIFICATION:
         from ternarylm.export.classifier import verify_classifier_export
 
         report = verify_classifier_export(export_dir, checkpoint, engines=engine_list, logit_tol=logit_tol,

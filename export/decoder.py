@@ -20,11 +20,20 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 from onnx import helper
+from ternarylm.export.graph import FLOAT, FLOAT16, INT64, GraphBuilder
+from ternarylm.export.weights import (
+    FULL_BITS,
+    ExportWeights,
+    IntWeight,
+    LinearParts,
+    TernaryWeight,
+    rope_tables,
+)
 
-from ternarylm.export.custom_op import OP_TYPE, function_proto
-from ternarylm.export.graph import FLOAT, FLOAT16, INT64, MS_DOMAIN, OPSET, TERNARY_DOMAIN, GraphBuilder
-from ternarylm.export.weights import FULL_BITS, ExportWeights, IntWeight, LinearParts, TernaryWeight, rope_tables
-from ternarylm.ternary import EPS, TRITS_PER_BYTE, pack
+from ternarylm.format.custom_op import OP_TYPE, function_proto
+from ternarylm.format.entries import CONCAT, DENSE, EMBEDDING, INT, NORM, TERNARY
+from ternarylm.format.onnx_names import MS_DOMAIN, OPSET, TERNARY_DOMAIN
+from ternarylm.format.trits import EPS, TRITS_PER_BYTE, pack
 
 NEG_INF = {FLOAT: -1e9, FLOAT16: -65504.0}
 
@@ -58,7 +67,7 @@ class DecoderEmitter:
         g = k // w.scales.shape[1]
         packed = self.g.initializer(f"{name}.weight.packed", pack(w.trits, self.packing))
         scales = self.g.initializer(f"{name}.weight.scales", w.scales.astype(np.float32))
-        self.weight_map[name] = dict(kind="ternary", packed=packed, scales=scales, packing=self.packing,
+        self.weight_map[name] = dict(kind=TERNARY, packed=packed, scales=scales, packing=self.packing,
                                      K=k, N=n, group_size=g, act_bits=self.act_bits, weight_bits=w.bits)
         self.uses_ternary_op = True
         per = TRITS_PER_BYTE[self.packing]
@@ -77,7 +86,7 @@ class DecoderEmitter:
         storage = ml_dtypes.int4 if w.bits == 4 else np.int8
         codes = self.g.initializer(f"{name}.weight.q{w.bits}", w.codes.astype(storage))
         scales = self.g.initializer(f"{name}.weight.q{w.bits}.scales", w.scales.astype(np.float32))
-        self.weight_map[name] = {"kind": "int", "weight": codes, "scales": scales, "layout": "NK",
+        self.weight_map[name] = {"kind": INT, "weight": codes, "scales": scales, "layout": "NK",
                                  "dtype": "int4" if w.bits == 4 else "int8", "bits": w.bits,
                                  "block_size": w.block_size, "K": k, "N": n, "act_bits": act_bits,
                                  "weight_bits": w.bits}
@@ -104,12 +113,12 @@ class DecoderEmitter:
         parent = path.rsplit("/", 1)[0]
         outs = [self.emit_linear(x, part, pw, f"{parent}/{part.rsplit('.', 1)[1]}") for part, pw in w.parts]
         n, k = w.shape
-        self.weight_map[name] = {"kind": "concat", "parts": [part for part, _ in w.parts], "axis": -1, "K": k, "N": n}
+        self.weight_map[name] = {"kind": CONCAT, "parts": [part for part, _ in w.parts], "axis": -1, "K": k, "N": n}
         return self.g.op("Concat", outs, f"{path}/Concat", axis=-1)
 
     def dense(self, x: str, name: str, w_nk: np.ndarray, path: str, weight_bits: int | None = None) -> str:
         weight = self.g.initializer(f"{name}.weight", np.ascontiguousarray(w_nk.T).astype(self.np_dt))
-        self.weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(self.np_dt).name,
+        self.weight_map[name] = dict(kind=DENSE, weight=weight, layout="KN", dtype=np.dtype(self.np_dt).name,
                                      K=w_nk.shape[1], N=w_nk.shape[0])
         if weight_bits is not None:
             self.weight_map[name]["weight_bits"] = weight_bits
@@ -125,7 +134,7 @@ class DecoderEmitter:
 
     def norm_weight(self, name: str, weight: np.ndarray) -> str:
         init = self.g.initializer(f"{name}.weight", weight.astype(self.np_dt))
-        self.weight_map[name] = dict(kind="norm", weight=init)
+        self.weight_map[name] = dict(kind=NORM, weight=init)
         return init
 
     # ---- graph ------------------------------------------------------------------------------
@@ -144,7 +153,7 @@ class DecoderEmitter:
                 g.output(f"present.{i}.{kv}", self.dt, ["batch_size", hkv, "total_sequence_length", hd])
 
         table = g.initializer("model.embed_tokens.weight", self.w.embed.astype(self.np_dt))
-        self.weight_map["model.embed_tokens"] = dict(kind="embedding", weight=table, dtype=np.dtype(self.np_dt).name)
+        self.weight_map["model.embed_tokens"] = dict(kind=EMBEDDING, weight=table, dtype=np.dtype(self.np_dt).name)
         x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")
         if self.attention == "fused":
             h = self.build_fused_layers(x)

@@ -1,28 +1,8 @@
-"""The deployable folder: written to a temp sibling and renamed at the end; manifest with sha256 of
-every file; genai_config.json and tokenizer files so onnxruntime-genai and transformers can load it."""
+"""Writer-side files of the export folder that no ternarylm reader needs: genai_config.json (so
+onnxruntime-genai can load the folder) and tokenizer_config.json (so transformers can). The folder
+contract itself (manifest, format version, atomic write) is ``ternarylm.format.folder``."""
 
 from __future__ import annotations
-
-import json
-import os
-import shutil
-from pathlib import Path
-
-from ternarylm.hashing import sha256_file
-
-EXPORT_FORMAT = "ternarylm-export"
-EXPORT_FORMAT_VERSION = 1
-
-
-
-
-def json_bytes(data: dict) -> bytes:
-    """The folder's JSON files: sorted keys and a trailing newline, so exports are byte-identical."""
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def dump_json(path: Path, data: dict):
-    path.write_bytes(json_bytes(data))
 
 
 def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tuple) -> dict:
@@ -71,31 +51,3 @@ def tokenizer_config(tokenizer_json: str, special: dict, context: int) -> dict:
     return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
             "bos_token": token(special.get("bos")), "eos_token": token(special.get("eos")),
             "pad_token": token(special.get("pad")), "unk_token": None, "clean_up_tokenization_spaces": False}
-
-
-def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool) -> Path:
-    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        manifest = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, **manifest_extra,
-                    "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                              for name in sorted(files)}}
-        dump_json(tmp / "manifest.json", manifest)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir

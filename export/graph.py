@@ -7,10 +7,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 21
-MS_DOMAIN = "com.microsoft"
-TERNARY_DOMAIN = "ai.ternarylm"
-
 
 class GraphBuilder:
     def __init__(self, name: str):

@@ -41,7 +41,8 @@ def apply_precision_plan(model, kept: dict | None):
     """Give the PyTorch model the export's per-layer precision (``export.keep_precision``: the
     checkpoint's plan plus any export-time override), so both sides compute the same mixed model.
     Exports without the field (before mixed precision) leave the checkpoint's plan as it is."""
-    from ternarylm.quantization import TERNARY_BITS, ternary_linears
+    from ternarylm.format.entries import TERNARY_BITS
+    from ternarylm.quantization import ternary_linears
 
     if kept is None:
         return model

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TERNARY_BITS = 2  # = ternarylm.quantization.TERNARY_BITS (kept torch-free here)
+from ternarylm.format.codecs import symmetric_block_quantize
+from ternarylm.format.entries import TERNARY_BITS
+from ternarylm.format.trits import dequantize
+
 FULL_BITS = 16
 
 
@@ -33,8 +36,6 @@ class TernaryWeight:
         return self.trits.shape
 
     def dequantized(self) -> np.ndarray:
-        from ternarylm.ternary import dequantize
-
         return dequantize(self.trits, self.scales)
 
 
@@ -87,6 +88,18 @@ class ExportWeights:
     def kept(self) -> dict:
         """The layers that are not ternary: ``{module name: bits}`` (the effective keep_precision)."""
         return {name: b for name, b in sorted(self.bits.items()) if b != TERNARY_BITS}
+
+
+def head_int_weight(w_nk: np.ndarray, bits: int, block_size: int) -> IntWeight:
+    """The float LM head as block-quantised int8/int4 codes for the emitter, which writes it with
+    standard ops (DequantizeLinear -> Transpose -> MatMul: the portable target, onnx.reference); the
+    same codes ``ternarylm.format.lowering.quantize_head`` gives MatMulNBits on fused targets."""
+    if bits not in (4, 8):
+        raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
+    if w_nk.shape[1] % block_size:
+        raise ValueError(f"block size {block_size} does not divide hidden size {w_nk.shape[1]}")
+    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
+    return IntWeight((codes.astype(np.int16) - 2 ** (bits - 1)).astype(np.int8), scales, bits)
 
 
 def weight_bits_of(w) -> int:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder, Weights
 
-from ternarylm.finetune.encoding import EncodingSpec, encode, last_token_index, pad_batch, softmax
+from ternarylm.format.encoding import EncodingSpec, encode, last_token_index, pad_batch, softmax
+from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 
-KIND = "sequence-classification"
+KIND = SEQUENCE_CLASSIFICATION
 
 
 def position_ids(attention_mask: np.ndarray) -> np.ndarray:

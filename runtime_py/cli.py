@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from ternarylm.cli.common import user_errors
+from ternarylm.format.cli_errors import user_errors
+from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 
 EXAMPLES = """
 \b
@@ -52,17 +53,10 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def build_ort(folder, config, device: str, threads: int | None, providers: list[str] | None, emulate: bool):
-    """An OrtDecoder configured by the device profile when ``ternarylm.devices`` offers one."""
+    """An OrtDecoder configured by the device profile (``ternarylm.devices``)."""
+    from ternarylm.devices.deploy import runtime_settings
     from ternarylm.runtime_py.ort_engine import OrtDecoder
 
-    try:
-        from ternarylm.devices.deploy import runtime_settings
-    except ImportError:
-        runtime_settings = None
-    if runtime_settings is None:
-        if device not in ("auto", "cpu"):
-            raise click.ClickException(f"--device {device}: device profiles are not available in this install")
-        return OrtDecoder(folder.model_path, config, providers=providers, threads=threads or 0), None
     rs = runtime_settings(folder.path, device=device, emulate=emulate, providers=providers, threads=threads,
                           verify=False)  # the folder was verified already
     return OrtDecoder.from_settings(rs.session, config), rs.note
@@ -73,7 +67,7 @@ def _load(model_dir, engine, device, threads, providers, emulate, check_weights)
     from ternarylm.runtime_py.loader import load_config, load_numpy, load_tokenizer, open_folder
 
     folder = open_folder(model_dir)
-    if folder.kind == "sequence-classification":
+    if folder.kind == SEQUENCE_CLASSIFICATION:
         raise ValueError(f"{model_dir} is a sequence classifier, not a language model; run it with "
                          "`ternary-finetune predict DIR --text ...`")
     tokenizer = load_tokenizer(folder)

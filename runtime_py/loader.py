@@ -1,5 +1,6 @@
-"""Open an export folder for running: manifest verified (``ternarylm.devices.folder.ModelFolder``),
-config.json read and checked against the graph, tokenizer loaded, and either engine built from it.
+"""Open an export folder for running: manifest verified (``ternarylm.format.folder.ModelFolder``),
+config.json read and checked against the graph (``ternarylm.format.folder.check_graph``), tokenizer
+loaded, and either engine built from it.
 
 Errors are ``FolderError`` / ``InvalidPackedWeights`` / ``ValueError`` with one line that names the
 file and the fix; ``ternary-run`` prints them as they are.
@@ -7,15 +8,17 @@ file and the fix; ``ternary-run`` prints them as they are.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from ternarylm.devices.folder import FolderError, ModelFolder, check_format
 from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder
 from ternarylm.runtime_py.ort_engine import OrtDecoder
 from ternarylm.runtime_py.weights import check_packed
 
-CLASSIFIER_KIND = "sequence-classification"
+from ternarylm.format.encoding import EncodingSpec
+from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
+from ternarylm.format.folder import FolderError, ModelFolder, check_format, check_graph
+
+CLASSIFIER_KIND = SEQUENCE_CLASSIFICATION
 
 
 def open_folder(path, verify: bool = True) -> ModelFolder:
@@ -37,55 +40,11 @@ def load_config(path_or_folder, verify: bool = True, graph=None) -> ModelConfig:
     already-read ModelProto, else its graph is read here without the weights)."""
     folder = _folder(path_or_folder, verify)
     config = ModelConfig.from_config_json(folder.config)
-    if folder.kind == "causal-lm":
+    if folder.kind == CAUSAL_LM:
         if graph is None:
             graph = _read_onnx(folder.model_path, load_external_data=False)
-        check_graph(config, graph, folder)
+        check_graph(folder, graph)
     return config
-
-
-_PAST_KEY = re.compile(r"^past_key_values\.(\d+)\.key$")
-
-
-def check_graph(config: ModelConfig, model, folder: ModelFolder) -> None:
-    """Refuse a config.json that does not describe model.onnx: the NumPy engine would silently run
-    another model and onnxruntime would fail mid-generation."""
-    found = graph_architecture(model, folder.config.get("weights") or {})
-    for name, value in found.items():
-        if value is not None and getattr(config, name) != value:
-            raise FolderError(f"{folder.path / 'config.json'}: architecture.{name} is {getattr(config, name)} but "
-                              f"model.onnx has {value}; the files do not belong together - re-export the checkpoint")
-
-
-def graph_architecture(model, weight_map: dict) -> dict:
-    """What model.onnx itself fixes: layers (its ``past_key_values.{i}.key`` inputs), kv heads and
-    head_dim (their shapes), vocab (the logits), hidden size (the final norm); None where unknown."""
-    inputs = {i.name: _dims(i) for i in model.graph.input}
-    outputs = {o.name: _dims(o) for o in model.graph.output}
-    layers = [int(m.group(1)) for n in inputs if (m := _PAST_KEY.match(n))]
-    past = inputs.get("past_key_values.0.key") or []
-    logits = outputs.get("logits") or []
-    return {
-        "num_hidden_layers": len(layers) or None,
-        "num_key_value_heads": past[1] if len(past) == 4 else None,
-        "head_dim": past[3] if len(past) == 4 else None,
-        "vocab_size": logits[-1] if len(logits) == 3 else None,
-        "hidden_size": _initializer_dim(model, (weight_map.get("model.norm") or {}).get("weight")),
-    }
-
-
-def _dims(value_info) -> list[int | None]:
-    """A graph input's/output's shape; None for a symbolic or unknown dimension."""
-    return [d.dim_value or None for d in value_info.type.tensor_type.shape.dim]
-
-
-def _initializer_dim(model, name: str | None) -> int | None:
-    """The length of a 1-D initializer (a norm's weight), or None."""
-    if name:
-        for t in model.graph.initializer:
-            if t.name == name and len(t.dims) == 1:
-                return int(t.dims[0])
-    return None
 
 
 def load_tokenizer(path_or_folder, verify: bool = True):
@@ -125,7 +84,7 @@ def _require_kind(folder: ModelFolder, kind: str) -> ModelFolder:
 
 def load_numpy(path_or_folder, verify: bool = True) -> NumpyDecoder:
     """The NumPy engine over a folder's model.onnx (weights unpacked once, here)."""
-    folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
+    folder = _require_kind(_folder(path_or_folder, verify), CAUSAL_LM)
     model = _read_onnx(folder.model_path)
     load_config(folder, graph=model)  # checks config.json against the graph
     return NumpyDecoder.from_onnx(model, folder.config)
@@ -141,7 +100,7 @@ def check_weights(path_or_folder, verify: bool = True):
 def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **session_options) -> OrtDecoder:
     """The onnxruntime engine; ``session_options``: providers, provider_options, threads,
     session_config, log_severity, graph_optimization (see ``OrtDecoder``)."""
-    folder = _require_kind(_folder(path_or_folder, verify), "causal-lm")
+    folder = _require_kind(_folder(path_or_folder, verify), CAUSAL_LM)
     if check_packed:
         check_weights(folder)
     return OrtDecoder(folder.model_path, load_config(folder), **session_options)
@@ -162,8 +121,6 @@ def load_classifier(path_or_folder, engine: str = "ort", verify: bool = True, ch
     -> ``(N, num_labels)`` probabilities, tokenized with the folder's tokenizer and encoding spec.
     ``engine``: ``ort`` (``session_options`` as for ``load_ort``) or ``numpy``."""
     from ternarylm.runtime_py.classifier import NumpyClassifier, OrtClassifier, TextClassifier
-
-    from ternarylm.finetune.encoding import EncodingSpec
 
     folder = _require_kind(_folder(path_or_folder, verify), CLASSIFIER_KIND)
     cfg = folder.config

@@ -11,9 +11,9 @@ initializers that hold it, and its ``kind`` says how to decode them:
     embedding  float table, or int8/int4 codes + block scales -> Embedding (rows dequantised on gather)
     norm       RMSNorm gain ``[D]``                          -> float32 array
 
-The ternary bit layouts are decoded by ``ternarylm.ternary.unpack`` (the one definition of them);
-MatMulNBits' layout (onnxruntime's, ``bits`` per code LSB-first, zero points packed the same way)
-is decoded here.
+The ternary bit layouts are decoded by ``ternarylm.format.trits.unpack``, MatMulNBits' layout and the
+int4 embedding's nibbles by ``ternarylm.format.codecs`` (the one definition of each, shared with the
+exporter), and which entries hold trits is ``ternarylm.format.entries.is_ternary_entry``.
 
 The matmul kernel (``Int8Linear``)
 ----------------------------------
@@ -41,9 +41,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ternarylm.ternary import InvalidPackedWeights, quantize_activations_int8, unpack
+from ternarylm.format.codecs import from_matmul_nbits, nbits_codes, unpack_codes
+from ternarylm.format.entries import CONCAT, DENSE, INT, NBITS, TERNARY, is_ternary_entry
+from ternarylm.format.trits import InvalidPackedWeights, quantize_activations_int8, unpack
 
-TERNARY_BITS = 2  # ``weight_bits`` of a ternary layer in the weight map
 BLOCK_ELEMS = 3 << 16  # weights converted per BLAS call: 768 KiB of float32, stays in L2
 _workspace = threading.local()
 
@@ -137,7 +138,7 @@ class Embedding:
             return self.table[ids]
         q = self.codes[ids]
         if self.bits == 4:  # (B, T, D/2) uint8 -> (B, T, D) int8
-            q = (np.stack([q & 15, q >> 4], axis=-1).reshape(*q.shape[:-1], -1).astype(np.int8) - 8)
+            q = unpack_codes(q, 4).astype(np.int8) - 8
         rows = q.astype(np.float32)
         d = rows.shape[-1]
         blocks = rows.reshape(*rows.shape[:-1], d // self.block_size, self.block_size)
@@ -163,38 +164,15 @@ class Initializers:
         return array
 
 
-def nbits_codes(raw: np.ndarray, zero_points, n: int, k: int, bits: int, block_size: int) -> np.ndarray:
-    """MatMulNBits ``B`` ``[N, K/bs, bs*bits/8]`` and packed uint8 zero points (None: the default
-    ``2**(bits-1)``) -> signed int16 codes ``[N, K]`` (``code - zero_point``)."""
-    per = 8 // bits
-    mask = (1 << bits) - 1
-    shifts = np.arange(per, dtype=np.uint8) * bits
-    codes = ((raw.reshape(n, -1)[..., None] >> shifts) & mask).reshape(n, -1)[:, :k].astype(np.int16)
-    if zero_points is None:
-        return codes - 2 ** (bits - 1)
-    blocks = -(-k // block_size)
-    zp = ((zero_points.reshape(n, -1)[..., None] >> shifts) & mask).reshape(n, -1)[:, :blocks]
-    return codes - np.repeat(zp.astype(np.int16), block_size, axis=1)[:, :k]
-
-
-def is_ternary_entry(name: str, entry: dict) -> bool:
-    """A ternary decoder linear. Exports before mixed precision have no ``weight_bits``: there every
-    ``nbits`` entry but the LM head's is ternary."""
-    if entry.get("kind") == "ternary":
-        return True
-    return (entry.get("kind") == "nbits" and name != "lm_head"
-            and int(entry.get("weight_bits") or TERNARY_BITS) == TERNARY_BITS)
-
-
 def int8_codes(name: str, entry: dict, inits: Initializers):
     """``(codes int8 [N, K], scales float32 [N, groups])`` of a ``ternary``, ``int`` or ``nbits``
     entry; raises ``InvalidPackedWeights`` when a ternary layer's codes are not trits."""
-    if entry["kind"] == "int":
+    if entry["kind"] == INT:
         codes = inits.get(entry["weight"]).astype(np.int8)  # INT4 initializers read as ml_dtypes.int4
         if entry.get("layout", "NK") != "NK":
             codes = codes.T
         return np.ascontiguousarray(codes), inits.get(entry["scales"]).reshape(int(entry["N"]), -1)
-    if entry["kind"] == "ternary":
+    if entry["kind"] == TERNARY:
         try:
             trits = unpack(inits.get(entry["packed"]), int(entry["K"]), entry["packing"])
         except InvalidPackedWeights as e:
@@ -202,26 +180,26 @@ def int8_codes(name: str, entry: dict, inits: Initializers):
         return trits, inits.get(entry["scales"])
     n, k, bits, bs = int(entry["N"]), int(entry["K"]), int(entry["bits"]), int(entry["block_size"])
     zp = inits.get(entry["zero_points"]) if entry.get("zero_points") else None
-    codes = nbits_codes(inits.get(entry["B"]), zp, n, k, bits, bs)
+    codes, scales = from_matmul_nbits(inits.get(entry["B"]), inits.get(entry["scales"]), n, k, bits, bs, zp)
     if is_ternary_entry(name, entry) and (codes.min() < -1 or codes.max() > 1):
         raise _not_trits(name)
     if codes.min() < -128 or codes.max() > 127:
         raise ValueError(f"{name}: MatMulNBits codes do not fit int8; this runtime reads bits <= 8")
-    return codes.astype(np.int8), inits.get(entry["scales"]).reshape(n, -1)
+    return codes.astype(np.int8), scales
 
 
 def linear_from_entry(name: str, entry: dict, inits: Initializers, weight_map: dict | None = None):
     """One linear of the weight map as an ``Int8Linear``, ``DenseLinear`` or ``ConcatLinear``
     (``concat`` entries name their parts, looked up in ``weight_map``)."""
     kind = entry["kind"]
-    if kind == "concat":
+    if kind == CONCAT:
         missing = [p for p in entry["parts"] if p not in (weight_map or {})]
         if missing:
             raise ValueError(f"{name}: config.json's weight map has no part {missing[0]!r}; re-export the model")
         return ConcatLinear([linear_from_entry(p, weight_map[p], inits, weight_map) for p in entry["parts"]])
-    if kind in ("ternary", "nbits", "int"):
+    if kind in (TERNARY, NBITS, INT):
         return Int8Linear(*int8_codes(name, entry, inits), act_bits=int(entry.get("act_bits") or 0))
-    if kind == "dense":
+    if kind == DENSE:
         w = inits.get(entry["weight"]).astype(np.float32, copy=False)
         return DenseLinear(w if entry.get("layout", "KN") == "KN" else w.T)
     raise ValueError(f"{name}: weight kind {kind!r} is not a linear this runtime knows; upgrade ternarylm")
@@ -253,7 +231,7 @@ def check_packed(model: onnx.ModelProto, weight_map: dict):
     for name, entry in weight_map.items():
         if not is_ternary_entry(name, entry):
             continue
-        if entry["kind"] == "ternary":
+        if entry["kind"] == TERNARY:
             int8_codes(name, entry, inits)
             continue
         n, k, bits, bs = int(entry["N"]), int(entry["K"]), int(entry["bits"]), int(entry["block_size"])

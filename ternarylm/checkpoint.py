@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from ternarylm.format.entries import CAUSAL_LM
+
 FORMAT = "ternarylm-ckpt"
 FORMAT_VERSION = 1
 
@@ -93,15 +95,15 @@ def config_from_checkpoint(ckpt: dict):
         raise CheckpointError(f"checkpoint config is not a TernaryLM architecture: {_first_line(e)}") from None
 
 
-def model_from_checkpoint(ckpt: dict, expect_kind: str = "causal-lm"):
+def model_from_checkpoint(ckpt: dict, expect_kind: str = CAUSAL_LM):
     """Rebuild the model in eval mode from a loaded checkpoint dict."""
-    kind = ckpt.get("kind", "causal-lm")
+    kind = ckpt.get("kind", CAUSAL_LM)
     if kind != expect_kind:
         raise CheckpointError(
             f"this is a {kind} checkpoint but this command needs a {expect_kind} checkpoint"
         )
     config = config_from_checkpoint(ckpt)
-    if kind == "causal-lm":
+    if kind == CAUSAL_LM:
         from ternarylm.modeling import TernaryLMForCausalLM as cls
     else:
         from ternarylm.classification import TernaryLMForSequenceClassification as cls

@@ -28,21 +28,3 @@ def evaluate_nll(model, windows, device="cpu", autocast_dtype=None) -> tuple[flo
 
 def perplexity(mean_nll: float) -> float:
     return math.exp(mean_nll) if mean_nll < 700 else float("inf")
-
-
-def run_args_for_eval(ckpt: dict, data=(), dataset: str | None = None, dataset_config: str | None = None):
-    """The ``TrainArgs`` a checkpoint was trained with, pointed at ``data``/``dataset`` when given:
-    evaluation tools (ternary-eval, ternary-analyze) tokenise and split text exactly as training did.
-    Unknown keys (a checkpoint from a newer ternarylm) are ignored rather than fatal."""
-    import dataclasses
-
-    from ternarylm.training.args import TrainArgs
-
-    known = {f.name for f in dataclasses.fields(TrainArgs)}
-    run_args = {k: v for k, v in dict((ckpt.get("meta") or {}).get("train_args", {})).items() if k in known}
-    run_args.update(resume=False, overwrite=False, progress=False)
-    if data:
-        run_args.update(data=list(data), dataset=None)
-    elif dataset:
-        run_args.update(data=[], dataset=dataset, dataset_config=dataset_config)
-    return TrainArgs(**run_args)

@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ternarylm.ternary import EPS, scale_group_size
+from ternarylm.format.entries import TERNARY_BITS
+from ternarylm.format.trits import EPS, scale_group_size
 
 GRANULARITIES = ("tensor", "channel", "group")
-TERNARY_BITS = 2  # ``weight_bits`` of a ternary layer (1.58 bits of information, stored in 2)
 KEEP_BITS = (4, 8, 16)  # precisions a layer can be kept at; 16 = full precision (fp16 on export)
 KEPT_BLOCK = 32  # input columns per scale for 4/8-bit kept layers (= MatMulNBits block_size)
 
@@ -95,7 +95,7 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def weight_scales(w: torch.Tensor, granularity: str, group_size: int | None) -> torch.Tensor:
-    """Absmean scales as ``[N, K // G]`` (see ternarylm.ternary for the layout)."""
+    """Absmean scales as ``[N, K // G]`` (see ternarylm.format.trits for the layout)."""
     n, k = w.shape
     g = scale_group_size(granularity, k, group_size)
     a = w.detach().abs().float()

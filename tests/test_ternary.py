@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from ternarylm.ternary import (InvalidPackedWeights, bits_per_weight, dequantize, pack, quantize_activations_int8,
-                               ternarize, to_matmul_nbits, unpack)
+from ternarylm.format.codecs import to_matmul_nbits
+from ternarylm.format.trits import (
+    InvalidPackedWeights,
+    bits_per_weight,
+    dequantize,
+    pack,
+    quantize_activations_int8,
+    ternarize,
+    unpack,
+)
 
 
 def test_worked_examples_from_the_docstring():

@@ -110,7 +110,7 @@ def test_device_imports_stay_light(device_bin, work):
     """The on-device modules import without torch, transformers or matplotlib (nor does a chart-less report)."""
     code = f"""
 import sys
-import ternarylm, ternarylm.runtime_py, ternarylm.runtime_py.cli, ternarylm.export, ternarylm.export.lowering
+import ternarylm, ternarylm.runtime_py, ternarylm.runtime_py.cli, ternarylm.export, ternarylm.format.lowering
 import ternarylm.devices, ternarylm.devices.cli, ternarylm.devices.measure, ternarylm.devices.tune
 from ternarylm.devices import report
 assert report.optional_pyplot() is None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ternarylm.analysis.plan import make_plan, rank_layers
 from ternarylm.analysis.report import table_rows, write_report
+from ternarylm.format.entries import CAUSAL_LM
 
 FORMAT = "ternarylm-analysis"
 FORMAT_VERSION = 1
@@ -37,8 +38,8 @@ def load_for_analysis(path: str | Path):
     from ternarylm.quantization import ternary_linears
 
     ckpt = load_checkpoint(path)
-    kind = ckpt.get("kind", "causal-lm")
-    if kind != "causal-lm":
+    kind = ckpt.get("kind", CAUSAL_LM)
+    if kind != CAUSAL_LM:
         raise AnalysisError(f"{path} is a {kind} checkpoint; ternary-analyze needs a causal-LM checkpoint "
                             "(a ckpt.pt from ternary-train)")
     precision = (ckpt.get("config") or {}).get("precision")

@@ -1,7 +1,7 @@
 """Validation windows for an analysis, built the way ``ternary-eval`` builds them.
 
 The run's own data, or ``--data``/``--dataset``, tokenised with the checkpoint's tokenizer into a
-temporary token cache and split like training (``ternarylm.evaluation.run_args_for_eval``, shared with
+temporary token cache and split like training (``ternarylm.training.args.run_args_for_eval``, shared with
 ternary-eval). Windows are cloned out of the cache: every sensitivity evaluation reuses them.
 """
 
@@ -30,7 +30,7 @@ def validation_windows(ckpt: dict, data=(), dataset: str | None = None, dataset_
                        eval_tokens: int | None = 4096, eval_batches: int | None = None) -> EvalData:
     """Up to ``eval_batches`` batches (or enough for ``eval_tokens`` predicted tokens) of ``split``."""
     from ternarylm.data.loader import eval_windows
-    from ternarylm.evaluation import run_args_for_eval
+    from ternarylm.training.args import run_args_for_eval
     from ternarylm.training.prepare import prepare_tokens
 
     args = run_args_for_eval(ckpt, data, dataset, dataset_config)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ternarylm.cli.common import print_table, user_errors
+from ternarylm.format.cli_errors import user_errors
+from ternarylm.format.cli_table import print_table
 
 EXAMPLES = """
 \b

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ternarylm.cli.common import print_table, user_errors
+from ternarylm.format.cli_errors import user_errors
+from ternarylm.format.cli_table import print_table
 
 EXAMPLES = """
 \b
@@ -33,9 +34,14 @@ def main(checkpoint, data, split, val_fraction, seq_len, batch_size, max_batches
     """Report perplexity = exp(mean token NLL) of CHECKPOINT (no label smoothing)."""
     import tempfile
 
-    from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+    from ternarylm.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        tokenizer_from_checkpoint,
+    )
     from ternarylm.data.loader import eval_windows
-    from ternarylm.evaluation import evaluate_nll, perplexity, run_args_for_eval
+    from ternarylm.evaluation import evaluate_nll, perplexity
+    from ternarylm.training.args import run_args_for_eval
     from ternarylm.training.prepare import prepare_tokens
     from ternarylm.training.trainer import resolve_device
 

@@ -11,7 +11,8 @@ import json
 
 import click
 
-from ternarylm.cli.common import print_table, user_errors
+from ternarylm.format.cli_errors import user_errors
+from ternarylm.format.cli_table import print_table
 
 EXAMPLES = """
 \b

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ternarylm.cli.common import user_errors
+from ternarylm.format.cli_errors import user_errors
 
 EXAMPLES = """
 \b
@@ -28,7 +28,11 @@ def main(checkpoint, prompt, max_new_tokens, temperature, top_k, top_p, seed, de
     """Generate a continuation of --prompt from CHECKPOINT."""
     import torch
 
-    from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+    from ternarylm.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        tokenizer_from_checkpoint,
+    )
     from ternarylm.training.trainer import resolve_device
 
     if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or max_new_tokens < 1:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ternarylm.cli.common import parse_overrides, user_errors
+from ternarylm.cli.common import parse_overrides
+from ternarylm.format.cli_errors import user_errors
 
 EXAMPLES = """
 \b

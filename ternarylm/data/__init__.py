@@ -12,12 +12,12 @@ from ternarylm.data.stories import DEFAULT_STORIES, synthetic_stories
 from ternarylm.data.token_cache import TokenCache, build_token_cache, cached_or_build
 from ternarylm.data.tokenizer import (
     load_tokenizer,
-    special_token_ids,
     tokenizer_from_json,
     tokenizer_sha256,
     tokenizer_to_json,
     train_bpe_tokenizer,
 )
+from ternarylm.format.tokens import special_token_ids
 
 _LAZY = {
     "RandomWindowSampler": "ternarylm.data.loader",

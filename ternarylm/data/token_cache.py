@@ -23,7 +23,7 @@ import numpy as np
 
 from ternarylm.data.errors import DataError
 from ternarylm.data.tokenizer import tokenizer_sha256, without_padding
-from ternarylm.hashing import sha256_file as file_sha256
+from ternarylm.format.hashing import sha256_file as file_sha256
 
 CACHE_FORMAT = "ternarylm-token-cache"
 CACHE_VERSION = 1

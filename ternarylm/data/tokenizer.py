@@ -19,11 +19,6 @@ EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN)  # ids 0 and 1 of a trained tokenizer
 
-# Conventional names, first match wins.
-EOS_NAMES = ("<|endoftext|>", "</s>", "[SEP]", "<eos>")
-PAD_NAMES = ("<|pad|>", "[PAD]", "<pad>")
-BOS_NAMES = ("[CLS]", "<s>", "<bos>")
-
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2,
                         show_progress: bool = False) -> Tokenizer:
@@ -126,22 +121,6 @@ def _from_hub(name: str) -> Tokenizer:
         raise DataError(f"cannot get tokenizer {name!r} from the Hugging Face hub "
                         f"({first_line(e)}); offline, pass a local folder with tokenizer.json "
                         "or vocab.json + merges.txt") from None
-
-
-def special_token_ids(tok: Tokenizer) -> dict[str, int | None]:
-    """``{"bos", "eos", "pad"}`` ids found by conventional names; pad and bos fall back to eos."""
-    eos = _first_id(tok, EOS_NAMES)
-    pad = _first_id(tok, PAD_NAMES)
-    bos = _first_id(tok, BOS_NAMES)
-    return {"bos": eos if bos is None else bos, "eos": eos, "pad": eos if pad is None else pad}
-
-
-def _first_id(tok: Tokenizer, names: tuple[str, ...]) -> int | None:
-    for name in names:
-        i = tok.token_to_id(name)
-        if i is not None:
-            return i
-    return None
 
 
 def tokenizer_to_json(tok: Tokenizer) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ternarylm.finetune import FinetuneError
+from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
-KIND = "sequence-classification"
+KIND = SEQUENCE_CLASSIFICATION
 OUTPUTS = ("ckpt.pt", "metrics.json", "dev_curve.png")
 
 
@@ -16,11 +17,11 @@ def load_lm_checkpoint(path) -> dict:
     from ternarylm.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    kind = ckpt.get("kind", "causal-lm")
+    kind = ckpt.get("kind", CAUSAL_LM)
     if kind == KIND:
         raise FinetuneError(f"{path} is already a fine-tuned {KIND} checkpoint; ternary-finetune starts from a "
                             "language-model ckpt.pt written by ternary-train")
-    if kind != "causal-lm":
+    if kind != CAUSAL_LM:
         raise FinetuneError(f"{path} is a {kind!r} checkpoint; ternary-finetune needs a causal-lm ckpt.pt from "
                             "ternary-train")
     if not any(k.startswith("model.layers.") for k in ckpt["model"]):

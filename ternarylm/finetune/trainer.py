@@ -33,10 +33,11 @@ from ternarylm.checkpoint import config_from_checkpoint, save_checkpoint
 from ternarylm.classification import KIND, TernaryLMForSequenceClassification, load_backbone
 from ternarylm.finetune import FinetuneError
 from ternarylm.finetune.checkpoints import OUTPUTS, check_out_dir, load_lm_checkpoint
-from ternarylm.finetune.encoding import EncodingSpec, encode, pad_batch
 from ternarylm.finetune.metrics import classification_metrics, majority_baseline
 from ternarylm.finetune.plots import plot_dev_curve
 from ternarylm.finetune.tasks import TaskData
+from ternarylm.format.encoding import EncodingSpec, encode, pad_batch
+from ternarylm.format.entries import CAUSAL_LM
 from ternarylm.training.schedule import lr_multiplier
 from ternarylm.training.trainer import param_groups, resolve_device
 
@@ -183,7 +184,7 @@ def finetune(task: TaskData, args: FinetuneArgs, log=print, ckpt: dict | None = 
                  "sources": {s.name: s.source for s in task.splits()}}
     meta = {"package_version": ternarylm.__version__, "torch_version": str(torch.__version__),
             "finetune_args": args.to_dict(), "source_checkpoint": str(args.ckpt),
-            "source_step": ckpt.get("step"), "source_kind": ckpt.get("kind", "causal-lm")}
+            "source_step": ckpt.get("step"), "source_kind": ckpt.get("kind", CAUSAL_LM)}
 
     def state(weights: dict, step: int, extra: dict) -> dict:
         return {"kind": KIND, "config": config_dict(config, task.labels), "tokenizer_json": tokenizer.to_str(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -74,3 +74,17 @@ class TrainArgs:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def run_args_for_eval(ckpt: dict, data=(), dataset: str | None = None, dataset_config: str | None = None):
+    """The ``TrainArgs`` a checkpoint was trained with, pointed at ``data``/``dataset`` when given:
+    evaluation tools (ternary-eval, ternary-analyze) tokenise and split text exactly as training did.
+    Unknown keys (a checkpoint from a newer ternarylm) are ignored rather than fatal."""
+    known = {f.name for f in fields(TrainArgs)}
+    run_args = {k: v for k, v in dict((ckpt.get("meta") or {}).get("train_args", {})).items() if k in known}
+    run_args.update(resume=False, overwrite=False, progress=False)
+    if data:
+        run_args.update(data=list(data), dataset=None)
+    elif dataset:
+        run_args.update(data=[], dataset=dataset, dataset_config=dataset_config)
+    return TrainArgs(**run_args)

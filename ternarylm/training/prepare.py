@@ -11,7 +11,8 @@ from ternarylm.data import DataError
 from ternarylm.data.sources import iter_documents, iter_hf_dataset
 from ternarylm.data.stories import synthetic_stories
 from ternarylm.data.token_cache import TokenCache, build_token_cache
-from ternarylm.data.tokenizer import load_tokenizer, special_token_ids, train_bpe_tokenizer
+from ternarylm.data.tokenizer import load_tokenizer, train_bpe_tokenizer
+from ternarylm.format.tokens import special_token_ids
 
 TOKENIZER_TRAINING_DOCS = 200_000  # enough text to learn merges; the rest is only tokenized
 

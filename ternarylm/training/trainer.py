@@ -20,8 +20,9 @@ from ternarylm.checkpoint import CheckpointError, load_checkpoint, save_checkpoi
 from ternarylm.configuration import TernaryLMConfig
 from ternarylm.data import DataError
 from ternarylm.data.loader import RandomWindowSampler, eval_windows
-from ternarylm.data.tokenizer import special_token_ids
 from ternarylm.evaluation import evaluate_nll, perplexity
+from ternarylm.format.entries import CAUSAL_LM
+from ternarylm.format.tokens import special_token_ids
 from ternarylm.modeling import TernaryLMForCausalLM, count_parameters
 from ternarylm.training import distributed as dist_utils
 from ternarylm.training.args import TrainArgs
@@ -235,7 +236,7 @@ def train(args: TrainArgs) -> dict:
 
     def checkpoint_state(include_optimizer: bool = True) -> dict:
         state = {
-            "kind": "causal-lm", "config": json.loads(config.to_json_string()), "tokenizer_json": tokenizer.to_str(),
+            "kind": CAUSAL_LM, "config": json.loads(config.to_json_string()), "tokenizer_json": tokenizer.to_str(),
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "step": step, "tokens_seen": tokens_seen, "best_val_loss": best_val,
             "meta": {"package_version": ternarylm.__version__, "torch_version": str(torch.__version__),

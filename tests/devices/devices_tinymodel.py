@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ternarylm.ternary import dequantize, pack, to_matmul_nbits
+from ternarylm.format.codecs import to_matmul_nbits
+from ternarylm.format.trits import dequantize, pack
 
 # ternary-profile options that keep CLI tests fast: each measurement is a fresh process of about 0.5 s.
 FAST = ["--prompt-len", "16", "--decode-tokens", "8", "--warmup", "0", "--repeats", "1"]

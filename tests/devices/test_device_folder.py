@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ternarylm.devices.folder import FolderError, ModelFolder, architecture_mismatch
+
+from ternarylm.format.folder import FolderError, ModelFolder, architecture_mismatch
 
 
 def test_open_verifies_and_reads(tiny_exports):

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 from ternarylm.devices import DeviceError, ProviderError, StalePlanError, runtime_settings
-from ternarylm.devices.folder import ModelFolder
 from ternarylm.devices.plan import plan_path
 from ternarylm.devices.profile import load_profile
 from ternarylm.devices.tune import run_tune
+
+from ternarylm.format.folder import ModelFolder
 
 
 def test_profile_settings_without_plan(tiny_exports, fixture_root):

@@ -8,11 +8,19 @@ import json
 
 import numpy as np
 import pytest
-from ternarylm.devices.folder import ModelFolder
 from ternarylm.devices.plan import PlanError, StalePlanError, load_plan, plan_path
 from ternarylm.devices.profile import Lowering, TuneSpec, load_profile
-from ternarylm.devices.tune import (MISSING_LOWER, call_lower, candidates, compare_logits, lowering_candidates,
-                                    run_tune, thread_candidates)
+from ternarylm.devices.tune import (
+    MISSING_LOWER,
+    call_lower,
+    candidates,
+    compare_logits,
+    lowering_candidates,
+    run_tune,
+    thread_candidates,
+)
+
+from ternarylm.format.folder import ModelFolder
 
 ORT = "1.32.0-test"
 

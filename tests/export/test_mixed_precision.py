@@ -26,9 +26,10 @@ from modeltools import quick_train, save_lm_checkpoint
 from ternarylm.export.api import build_model, export_checkpoint
 from ternarylm.runtime_py import load_numpy
 from ternarylm.runtime_py.loader import check_weights
-from ternarylm.runtime_py.weights import ConcatLinear, Int8Linear, nbits_codes
+from ternarylm.runtime_py.weights import ConcatLinear, Int8Linear
 
 from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
+from ternarylm.format.codecs import nbits_codes
 from ternarylm.quantization import int_weight
 
 TIGHT = 1e-4

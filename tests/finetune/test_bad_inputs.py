@@ -91,9 +91,10 @@ def test_ternary_run_refuses_a_classifier(classifier_export):
 
 
 def test_folders_given_to_the_wrong_loader(classifier_export, tmp_path, tiny_ckpt):
-    from ternarylm.devices.folder import FolderError
     from ternarylm.export.api import export_checkpoint
     from ternarylm.runtime_py.loader import load_classifier, load_numpy, load_ort
+
+    from ternarylm.format.folder import FolderError
 
     clf = classifier_export("portable")
     for load in (load_numpy, load_ort):

@@ -149,7 +149,7 @@ def test_fp_classifier_exports_dense(tmp_path):
     from ternarylm.classification import TernaryLMForSequenceClassification
     from ternarylm.configuration import TernaryLMConfig
     from ternarylm.data.tokenizer import train_bpe_tokenizer
-    from ternarylm.finetune.encoding import EncodingSpec
+    from ternarylm.format.encoding import EncodingSpec
 
     tok: Tokenizer = train_bpe_tokenizer(["a b c d e f g h"] * 20, vocab_size=270)
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_mixed_precision_classifier_exports(tmp_path):
     from ternarylm.classification import TernaryLMForSequenceClassification
     from ternarylm.configuration import TernaryLMConfig
     from ternarylm.data.tokenizer import train_bpe_tokenizer
-    from ternarylm.finetune.encoding import EncodingSpec
+    from ternarylm.format.encoding import EncodingSpec
 
     tok = train_bpe_tokenizer(["a b c d e f g h"] * 20, vocab_size=270)
     torch.manual_seed(0)

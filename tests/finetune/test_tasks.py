@@ -12,15 +12,15 @@ import pytest
 from synthetic_mrpc import HEADER, write_mrpc
 
 from ternarylm.finetune import FinetuneError
-from ternarylm.finetune.encoding import (
+from ternarylm.finetune.metrics import classification_metrics, majority_baseline
+from ternarylm.finetune.tasks import carve_dev, load_mrpc, load_table_task, read_mrpc_file
+from ternarylm.format.encoding import (
     EncodingSpec,
     encode,
     last_token_index,
     pad_batch,
     truncate_lengths,
 )
-from ternarylm.finetune.metrics import classification_metrics, majority_baseline
-from ternarylm.finetune.tasks import carve_dev, load_mrpc, load_table_task, read_mrpc_file
 
 
 def _mrpc(path, *rows, header=HEADER):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 from ternarylm.runtime_py.cli import main
 
-from ternarylm.hashing import sha256_file
+from ternarylm.format.hashing import sha256_file
 
 PROMPT = "Once upon a time"
 

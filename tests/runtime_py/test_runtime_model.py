@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from ternarylm.runtime_py import load_numpy, load_ort
 from ternarylm.runtime_py.model import attention, causal_mask, rms_norm, rope, rope_tables
-from ternarylm.runtime_py.weights import Int8Linear, nbits_codes
-from ternarylm.ternary import dequantize, quantize_activations_int8, to_matmul_nbits
+from ternarylm.runtime_py.weights import Int8Linear
+
+from ternarylm.format.codecs import nbits_codes, to_matmul_nbits
+from ternarylm.format.trits import dequantize, quantize_activations_int8
 
 TIGHT = 1e-4
 FLIP = 2e-2
@@ -105,7 +106,7 @@ def test_batch_with_left_padding_matches_pytorch(export_dir, gqa, torch_logits):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantized_embedding_rows_are_the_exporters_codes_times_scales(bits, export_dir):
-    from ternarylm.export.lowering import symmetric_block_quantize
+    from ternarylm.format.codecs import symmetric_block_quantize
 
     name = "ort-cpu" if bits == 8 else "portable-int4"
     table = load_numpy(export_dir("portable-2bit")).weights.embed.table  # the same checkpoint, float

@@ -1,5 +1,7 @@
 """Lowering passes: graph rewrites of the canonical model for one runtime. Each pass takes the model
 and the config's weight map and rewrites both in place; registries, not if/elif chains, pick them.
+They live in ``format`` because both the exporter and the device tuner (``ternary-profile --tune``,
+without torch) run them, and they must keep model.onnx and config.json's weight map in step.
 
 - ``ternary_to_matmul_nbits(bits, block_size, accuracy_level)``: TernaryMatMul -> com.microsoft
   MatMulNBits with codes t + zero_point (exact; 2-bit: zp 1, 4-bit: zp 8).
@@ -9,7 +11,7 @@ and the config's weight map and rewrites both in place; registries, not if/elif 
   default zero point) and block scales.
 - ``int_to_dense(dtype)``: a kept 4/8-bit layer -> MatMul on its dequantised float weights.
 - ``quantize_head(bits, block_size)``: the float LM-head MatMul -> MatMulNBits (block absmax, symmetric);
-  for standard-op graphs ``head_int_weight`` hands the emitter the same codes instead.
+  for standard-op graphs the exporter's ``head_int_weight`` hands the emitter the same codes instead.
 - ``quantize_embedding(bits, block_size)``: the float Gather table -> int8/int4 codes + block scales,
   dequantised after the Gather with standard ops (only the gathered rows are ever dequantised).
 """
@@ -20,10 +22,24 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ternarylm.export.custom_op import OP_TYPE
-from ternarylm.export.graph import MS_DOMAIN, TERNARY_DOMAIN
-from ternarylm.export.weights import TERNARY_BITS, IntWeight
-from ternarylm.ternary import to_matmul_nbits, unpack
+from ternarylm.format.codecs import (
+    from_matmul_nbits,
+    pack_codes,
+    symmetric_block_quantize,
+    to_matmul_nbits,
+)
+from ternarylm.format.custom_op import OP_TYPE
+from ternarylm.format.entries import (
+    DENSE,
+    EMBEDDING,
+    INT,
+    NBITS,
+    TERNARY,
+    TERNARY_BITS,
+    is_ternary_entry,
+)
+from ternarylm.format.onnx_names import MS_DOMAIN, TERNARY_DOMAIN
+from ternarylm.format.trits import dequantize, unpack
 
 
 class _Graph:
@@ -55,47 +71,23 @@ def _activation_dtype(model) -> type:
     return np.float32
 
 
-def _nodes(graph, op_type, domain=""):
-    return [n for n in graph.node if n.op_type == op_type and (n.domain or "") == domain]
-
-
-def _entry_for(weight_map: dict, key: str, value: str) -> str:
-    for name, entry in weight_map.items():
-        if entry.get(key) == value:
-            return name
-    raise KeyError(value)
-
-
-def ternary_weight_arrays(g: "_Graph", entry: dict):
+def ternary_weight_arrays(g: _Graph, entry: dict):
     """(trits int8 [N, K], scales float32 [N, groups]) of a ternary or ternary-as-MatMulNBits entry."""
-    if entry["kind"] == "ternary":
+    if entry["kind"] == TERNARY:
         return unpack(g.array(entry["packed"]), entry["K"], entry["packing"]), g.array(entry["scales"])
-    n, k, bits = entry["N"], entry["K"], entry["bits"]
-    per = 8 // bits
-    raw = g.array(entry["B"]).reshape(n, -1).astype(np.uint16)
-    shifts = np.array([bits * i for i in range(per)], np.uint16)
-    codes = ((raw[..., None] >> shifts) & (2 ** bits - 1)).reshape(n, -1)[:, :k]
-    zp = 1 if bits == 2 else 2 ** (bits - 1)
-    trits = codes.astype(np.int16) - zp
+    zp = g.array(entry["zero_points"]) if entry.get("zero_points") else None
+    trits, scales = from_matmul_nbits(g.array(entry["B"]), g.array(entry["scales"]), entry["N"], entry["K"],
+                                      entry["bits"], entry["block_size"], zero_points=zp)
     if trits.min() < -1 or trits.max() > 1:
         raise ValueError(f"MatMulNBits weights {entry['B']} are not ternary; only ternary layers can be re-lowered")
-    return trits.astype(np.int8), g.array(entry["scales"]).reshape(n, -1)
-
-
-def is_ternary_entry(name: str, entry: dict) -> bool:
-    """A ternary decoder linear (canonical or MatMulNBits); exports before mixed precision have no
-    ``weight_bits`` and only their LM head is non-ternary."""
-    if entry.get("kind") == "ternary":
-        return True
-    return (entry.get("kind") == "nbits" and name != "lm_head" and entry.get("act_bits") is not None
-            and entry.get("weight_bits", TERNARY_BITS) == TERNARY_BITS)
+    return trits.astype(np.int8), scales
 
 
 def _ternary_nodes(model, weight_map):
     """(node, logical name, entry) for every ternary matmul, canonical or already lowered."""
     by_input = {}
     for name, e in weight_map.items():
-        if e["kind"] == "ternary":
+        if e["kind"] == TERNARY:
             by_input[e["packed"]] = name
         elif is_ternary_entry(name, e):
             by_input[e["B"]] = name
@@ -105,7 +97,7 @@ def _ternary_nodes(model, weight_map):
             yield node, name, weight_map[name]
 
 
-def _remove_entry_initializers(g: "_Graph", entry: dict):
+def _remove_entry_initializers(g: _Graph, entry: dict):
     for key in ("packed", "scales", "B", "zero_points"):
         if key in entry and entry[key] in g.inits:
             g.remove(entry[key])
@@ -127,15 +119,13 @@ def ternary_to_matmul_nbits(model, weight_map, bits: int = 2, block_size: int = 
                                name=f"{base}/MatMulNBits", domain=MS_DOMAIN,
                                K=e["K"], N=e["N"], bits=bits, block_size=block_size, accuracy_level=accuracy_level)
         _replace_node(model.graph, node, new)
-        weight_map[name] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
-                                K=e["K"], N=e["N"], act_bits=e["act_bits"], accuracy_level=accuracy_level,
-                                weight_bits=TERNARY_BITS)
+        weight_map[name] = {"kind": NBITS, "B": b, "scales": s, "zero_points": z, "bits": bits,
+                            "block_size": block_size, "K": e["K"], "N": e["N"], "act_bits": e["act_bits"],
+                            "accuracy_level": accuracy_level, "weight_bits": TERNARY_BITS}
     _drop_function(model, OP_TYPE)
 
 
 def ternary_to_dense(model, weight_map, dtype=np.float32):
-    from ternarylm.ternary import dequantize
-
     g = _Graph(model)
     for node, name, e in list(_ternary_nodes(model, weight_map)):
         trits, scales = ternary_weight_arrays(g, e)
@@ -145,8 +135,8 @@ def ternary_to_dense(model, weight_map, dtype=np.float32):
         new = helper.make_node("MatMul", [node.input[0], weight], list(node.output),
                                name=f"{node.name.rsplit('/', 1)[0]}/MatMul")
         _replace_node(model.graph, node, new)
-        weight_map[name] = dict(kind="dense", weight=weight, layout="KN", dtype=np.dtype(dtype).name,
-                                K=e["K"], N=e["N"], weight_bits=TERNARY_BITS)
+        weight_map[name] = {"kind": DENSE, "weight": weight, "layout": "KN", "dtype": np.dtype(dtype).name,
+                            "K": e["K"], "N": e["N"], "weight_bits": TERNARY_BITS}
     _drop_function(model, OP_TYPE)
 
 
@@ -155,7 +145,7 @@ def _int_linears(model, weight_map):
     quant, DequantizeLinear, Transpose, Cast, MatMul), its input activation and its final MatMul."""
     produced_by_graph = {o for n in model.graph.node for o in n.output}
     for name, e in list(weight_map.items()):
-        if e.get("kind") != "int":
+        if e.get("kind") != INT:
             continue
         dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == e["weight"])
         base = dq.name.rsplit("/", 1)[0] + "/"
@@ -210,7 +200,7 @@ def int_to_matmul_nbits(model, weight_map, accuracy_level: int = 4):
                                domain=MS_DOMAIN, K=e["K"], N=e["N"], bits=bits, block_size=bs,
                                accuracy_level=accuracy_level)
         _replace_nodes(model.graph, nodes, matmul, new)
-        weight_map[name] = {"kind": "nbits", "B": b, "scales": s, "zero_points": None, "bits": bits,
+        weight_map[name] = {"kind": NBITS, "B": b, "scales": s, "zero_points": None, "bits": bits,
                             "block_size": bs, "K": e["K"], "N": e["N"], "act_bits": e["act_bits"],
                             "accuracy_level": accuracy_level, "weight_bits": bits}
     prune_constants(model)
@@ -229,7 +219,7 @@ def int_to_dense(model, weight_map, dtype=np.float32):
         new = helper.make_node("MatMul", [x, weight], list(matmul.output),
                                name=f"{matmul.name.rsplit('/', 1)[0]}/MatMul")
         _replace_nodes(model.graph, nodes, matmul, new)
-        weight_map[name] = {"kind": "dense", "weight": weight, "layout": "KN", "dtype": np.dtype(dtype).name,
+        weight_map[name] = {"kind": DENSE, "weight": weight, "layout": "KN", "dtype": np.dtype(dtype).name,
                             "K": e["K"], "N": e["N"], "weight_bits": e["weight_bits"]}
     prune_constants(model)
 
@@ -239,27 +229,6 @@ def prune_constants(model):
     used = {i for n in model.graph.node for i in n.input}
     for t in [t for t in model.graph.initializer if t.name.startswith("const/") and t.name not in used]:
         model.graph.initializer.remove(t)
-
-
-def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
-    """Codes (unsigned, zero point 2**(bits-1)) and scales ``[N, K/bs]`` of row-blocked absmax."""
-    n, k = w_nk.shape
-    qmax = 2 ** (bits - 1) - 1
-    blocks = w_nk.reshape(n, k // block_size, block_size).astype(np.float32)
-    scales = np.maximum(np.abs(blocks).max(axis=2) / qmax, 1e-8).astype(np.float32)
-    q = np.clip(np.rint(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int16)
-    return (q + 2 ** (bits - 1)).astype(np.uint8).reshape(n, k), scales
-
-
-def head_int_weight(w_nk: np.ndarray, bits: int, block_size: int) -> IntWeight:
-    """The float LM head as block-quantised int8/int4 codes for the emitter, which writes it with
-    standard ops (DequantizeLinear -> Transpose -> MatMul: the portable target, onnx.reference)."""
-    if bits not in (4, 8):
-        raise ValueError(f"LM head bits must be 4 or 8, got {bits}")
-    if w_nk.shape[1] % block_size:
-        raise ValueError(f"block size {block_size} does not divide hidden size {w_nk.shape[1]}")
-    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
-    return IntWeight((codes.astype(np.int16) - 2 ** (bits - 1)).astype(np.int8), scales, bits)
 
 
 def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accuracy_level: int = 4):
@@ -284,8 +253,9 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
                            domain=MS_DOMAIN, K=k, N=w_nk.shape[0], bits=bits, block_size=block_size,
                            accuracy_level=accuracy_level)
     _replace_node(model.graph, node, new)
-    weight_map["lm_head"] = dict(kind="nbits", B=b, scales=s, zero_points=z, bits=bits, block_size=block_size,
-                                 K=k, N=w_nk.shape[0], act_bits=0, accuracy_level=accuracy_level, weight_bits=bits)
+    weight_map["lm_head"] = {"kind": NBITS, "B": b, "scales": s, "zero_points": z, "bits": bits,
+                             "block_size": block_size, "K": k, "N": w_nk.shape[0], "act_bits": 0,
+                             "accuracy_level": accuracy_level, "weight_bits": bits}
 
 
 def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
@@ -296,7 +266,7 @@ def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
     e = weight_map["model.embed_tokens"]
     node = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == e["weight"])
     table = g.array(e["weight"]).astype(np.float32)
-    v, d = table.shape
+    d = table.shape[1]
     if d % block_size:
         raise ValueError(f"block size {block_size} does not divide hidden size {d}")
     codes, scales = symmetric_block_quantize(table, bits, block_size)  # codes = q + zp
@@ -311,8 +281,7 @@ def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
         rows = f"{p}/GatherCodes/output_0"
         new_nodes.append(helper.make_node("Gather", [q, ids], [rows], name=f"{p}/GatherCodes"))
     else:  # two int4 values per byte, low nibble first, stored as uint8 code (q + 8)
-        pairs = codes.reshape(v, d // 2, 2).astype(np.uint8)
-        q = g.add("model.embed_tokens.weight.q4", (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8))
+        q = g.add("model.embed_tokens.weight.q4", pack_codes(codes, 4))
         shifts = g.add("model.embed_tokens.q4_shifts", np.array([0, 4], np.uint8))
         mask = g.add("model.embed_tokens.q4_mask", np.array(15, np.uint8))
         eight = g.add("model.embed_tokens.q4_zero_point", np.array(8, np.int8))
@@ -353,8 +322,8 @@ def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
     model.graph.node.remove(node)
     for j, nn in enumerate(new_nodes):
         model.graph.node.insert(idx + j, nn)
-    weight_map["model.embed_tokens"] = dict(kind="embedding", quant=q, scales=s, bits=bits, block_size=block_size,
-                                            dtype=np.dtype(out_dtype).name)
+    weight_map["model.embed_tokens"] = {"kind": EMBEDDING, "quant": q, "scales": s, "bits": bits,
+                                        "block_size": block_size, "dtype": np.dtype(out_dtype).name}
 
 
 def _replace_node(graph, old, new):

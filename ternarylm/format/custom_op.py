@@ -1,10 +1,17 @@
 """``ai.ternarylm::TernaryMatMul``: the canonical ternary matmul, its schema and a function body.
 
-``Y = X @ (trits * scales).T`` where trits are unpacked from ``W_packed`` (layouts in
-``ternarylm.ternary``). With ``act_bits=8`` X is first fake-quantised per row (absmax int8), exactly
-as ``BitLinear`` does in training. The model-local function body below uses only standard ONNX ops,
-so ``onnx.reference``, onnxruntime and any other runtime can execute the op without a plugin; the
-lowering passes (``lowering.py``) replace it with fast kernels for specific runtimes.
+Part of the folder contract: a canonical ``model.onnx`` calls this op, so the exporter that writes it
+and the lowering passes that rewrite it (``lowering.py``, also run on a device by ``--tune``) share
+this one definition.
+
+``Y = X @ (trits * scales).T`` where trits are unpacked from ``W_packed`` (layouts in ``trits.py``).
+With ``act_bits=8`` X is first fake-quantised per row (absmax int8), exactly as ``BitLinear`` does in
+training. The model-local function body below uses only standard ONNX ops, so ``onnx.reference``,
+onnxruntime and any other runtime can execute the op without a plugin; the lowering passes replace
+it with fast kernels for specific runtimes. Example node::
+
+    TernaryMatMul(X [1, 5, 256], W_packed uint8 [64, 64], scales [64, 1];
+                  K=256, N=64, packing="2bit", group_size=256, act_bits=8, trits_per_byte=4, code_base=4)
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, defs, helper
 
-from ternarylm.export.graph import OPSET, TERNARY_DOMAIN
+from ternarylm.format.onnx_names import OPSET, TERNARY_DOMAIN
 
 OP_TYPE = "TernaryMatMul"
 ATTRIBUTES = ("K", "N", "packing", "group_size", "act_bits", "trits_per_byte", "code_base")

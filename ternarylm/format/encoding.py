@@ -1,12 +1,13 @@
 """How a classifier's input text becomes token ids: one definition for fine-tuning, PyTorch inference,
-onnxruntime and the NumPy runtime (this module needs numpy and ``tokenizers`` only, never torch).
+onnxruntime and the NumPy runtime (this module needs numpy and ``tokenizers`` only, never torch). It is
+part of the folder contract: a classifier export stores its ``EncodingSpec`` in config.json.
 
 Template (the tokenizer's own special tokens; ids are stored in the ``EncodingSpec``):
 
     one text:   [bos] s [eos]
     two texts:  [bos] s1 [sep] s2 [eos]
 
-``bos`` / ``eos`` are the ids ``ternarylm.data.tokenizer.special_token_ids`` finds (bos falls back to
+``bos`` / ``eos`` are the ids ``ternarylm.format.tokens.special_token_ids`` finds (bos falls back to
 eos). ``sep`` is the tokenizer's separator token when it has one (``[SEP]``, ``<sep>``, ``<|sep|>``),
 otherwise **eos doubles as the separator** (ternarylm's byte-level BPE has only ``<|endoftext|>`` and
 ``<|pad|>``: a pair then reads ``<|endoftext|> s1 <|endoftext|> s2 <|endoftext|>``). Each text is
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from ternarylm.format.tokens import special_token_ids
 
 SEP_NAMES = ("[SEP]", "<sep>", "<|sep|>")
 SPEC_VERSION = 1
@@ -92,8 +95,6 @@ class EncodingSpec:
     @classmethod
     def for_tokenizer(cls, tokenizer, text_columns: Sequence[str], max_len: int) -> EncodingSpec:
         """The spec for ``tokenizer`` (a ``tokenizers.Tokenizer``): its bos/eos/pad, sep or eos."""
-        from ternarylm.data.tokenizer import special_token_ids
-
         special = special_token_ids(tokenizer)
         if special["eos"] is None:
             raise ValueError("the tokenizer has no end-of-text token (<|endoftext|>, </s>, [SEP] or <eos>); "

@@ -1,6 +1,7 @@
 """One sha256-of-a-file helper for checkpoints, token caches, export manifests and device plans.
 
-Torch-free on purpose: the on-device side (export folders, plans) imports it on a Pi.
+In ``format`` because the folder contract depends on it (manifest.json records every file's sha256)
+and the on-device side verifies folders and plans with it on a Pi, without torch.
 """
 
 from __future__ import annotations

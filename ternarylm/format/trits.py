@@ -1,6 +1,7 @@
-"""Ternary maths shared by training, export and the NumPy runtime: one definition of the bit layout.
+"""Trits: absmean ternarisation and the two packings of TernaryMatMul weights, in one place so that
+training, the exporter and the on-device runtimes cannot disagree about the bit layout.
 
-Everything here is NumPy only (a device imports it without torch).
+NumPy only (a device imports it without torch). MatMulNBits' layout is in ``codecs.py``.
 
 Ternarisation (absmean, as in BitNet b1.58 / TernaryLM)::
 
@@ -16,7 +17,8 @@ Packings (each row of ``T`` is packed along K, row after row; pad trits are 0):
 ``2bit``  code = t + 1 in {0, 1, 2}; 4 codes per byte, LSB first:
           byte = c0 | c1 << 2 | c2 << 4 | c3 << 6.
           Worked example: trits [+1, 0, -1, +1] -> codes [2, 1, 0, 2] -> 2 + 1*4 + 0*16 + 2*64 = 0x86.
-          This is exactly ONNX Runtime's ``MatMulNBits`` bits=2 layout with zero point 1.
+          This is exactly ONNX Runtime's ``MatMulNBits`` bits=2 layout with zero point 1
+          (``ternarylm.format.codecs.to_matmul_nbits``).
 
 ``base3`` 5 trits per byte (3^5 = 243 <= 256), 1.6 bits/weight, close to log2(3) = 1.585:
           byte = c0 + 3*c1 + 9*c2 + 27*c3 + 81*c4 with c = t + 1.
@@ -62,7 +64,7 @@ def absmean_scales(w: np.ndarray, granularity: str = "tensor", group_size: int |
 
 def ternarize(w: np.ndarray, granularity: str = "tensor", group_size: int | None = None):
     """Return ``(trits int8 [N, K], scales float32 [N, K // G])`` for latent weights ``w``."""
-    n, k = w.shape
+    k = w.shape[1]
     scales = absmean_scales(w, granularity, group_size)
     g = k // scales.shape[1]
     expanded = np.repeat(scales, g, axis=1)
@@ -131,7 +133,7 @@ def _table(packing: str) -> tuple[np.ndarray, np.ndarray]:
 
 def unpack(packed: np.ndarray, k: int, packing: str = "2bit") -> np.ndarray:
     """Inverse of :func:`pack`: uint8 ``[N, B]`` -> int8 trits ``[N, K]``; rejects invalid codes."""
-    per = TRITS_PER_BYTE[_check_packing(packing)]
+    _check_packing(packing)
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 2:
         raise InvalidPackedWeights(f"packed weights must be uint8 [N, B], got {packed.dtype} {packed.shape}")
@@ -147,37 +149,6 @@ def unpack(packed: np.ndarray, k: int, packing: str = "2bit") -> np.ndarray:
 
 def bits_per_weight(packing: str) -> float:
     return 8.0 / TRITS_PER_BYTE[_check_packing(packing)]
-
-
-def to_matmul_nbits(trits: np.ndarray, scales: np.ndarray, bits: int, block_size: int):
-    """Ternary weights as ONNX Runtime ``com.microsoft::MatMulNBits`` inputs (exact, no rounding).
-
-    ``trits`` may be any signed integer codes that fit the zero point (the block-quantised LM head
-    passes int4/int8 values through the same packer).
-    Codes are ``t + zero_point`` with zero point 1 (bits=2) or 2**(bits-1) (bits=4/8), so dequantising
-    ``(code - zp) * scale`` gives back ``t * gamma`` exactly. Returns ``(B, scales, zero_points)`` with
-    shapes ``[N, K/bs, bs*bits/8]``, ``[N, K/bs]`` (float32) and packed uint8 zero points.
-    """
-    n, k = trits.shape
-    if k % block_size:
-        raise ValueError(f"block size {block_size} does not divide K={k}")
-    g = k // scales.shape[1]
-    if g % block_size and block_size % g:
-        raise ValueError(f"block size {block_size} incompatible with scale group size {g}")
-    blocks = k // block_size
-    block_scales = np.repeat(scales, g, axis=1)[:, ::block_size].astype(np.float32)  # [N, blocks]
-    zp = 1 if bits == 2 else 2 ** (bits - 1)
-    codes = (trits.astype(np.int16) + zp).astype(np.uint8).reshape(n, blocks, block_size)
-    per = 8 // bits
-    grouped = codes.reshape(n, blocks, block_size // per, per).astype(np.uint16)
-    shifts = np.array([bits * i for i in range(per)], np.uint16)
-    packed = (grouped << shifts).sum(axis=3).astype(np.uint8)
-    zp_codes = np.full((n, blocks), zp, np.uint8)
-    zp_pad = (-blocks) % per
-    if zp_pad:
-        zp_codes = np.concatenate([zp_codes, np.zeros((n, zp_pad), np.uint8)], axis=1)
-    zp_packed = (zp_codes.reshape(n, -1, per).astype(np.uint16) << shifts).sum(axis=2).astype(np.uint8)
-    return packed, block_scales, zp_packed.reshape(-1)
 
 
 def quantize_activations_int8(x: np.ndarray) -> np.ndarray:
