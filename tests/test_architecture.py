@@ -25,7 +25,7 @@ def installed(tmp_path_factory) -> Path:
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
                                                             "runs", "exports", ".*cache"))
     target = tmp_path_factory.mktemp("installed")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "--target", str(target), str(src)], capture_output=True, text=True, timeout=300,
                           cwd=target)
     assert proc.returncode == 0, proc.stderr
