@@ -46,7 +46,6 @@ from ternarylm.format.folder import (
 from ternarylm.format.onnx_names import MS_DOMAIN, OPSET, TERNARY_DOMAIN
 from ternarylm.format.tokens import special_token_ids
 
-KIND = SEQUENCE_CLASSIFICATION
 CLASSIFIER_TARGETS = ("portable", "ort-cpu", "ort-arm64-nodot", "fp32")
 
 
@@ -130,9 +129,9 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
                            block_size: int | None = None, keep_precision: dict | None = None):
     """Emit and lower the classifier graph for a loaded checkpoint: ``(model_proto, config_json_dict)``.
     ``keep_precision``: export-time ``{pattern: bits}`` on top of the checkpoint's plan (as for LMs)."""
-    if ckpt.get("kind", CAUSAL_LM) != KIND:
-        raise ValueError(f"this is a {ckpt.get('kind', CAUSAL_LM)} checkpoint, not a {KIND} one; export it with "
-                         "ternary-export onnx (build_model)")
+    if ckpt.get("kind", CAUSAL_LM) != SEQUENCE_CLASSIFICATION:
+        raise ValueError(f"this is a {ckpt.get('kind', CAUSAL_LM)} checkpoint, not a {SEQUENCE_CLASSIFICATION} one; "
+                         "export it with ternary-export onnx (build_model)")
     if target_name not in CLASSIFIER_TARGETS:
         get_target(target_name)  # unknown names get the registry's message
         raise ValueError(f"target {target_name!r} is not available for classifiers; choose one of "
@@ -155,7 +154,8 @@ def build_classifier_model(ckpt: dict, target_name: str, packing: str = "2bit", 
     onnx.checker.check_model(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
     labels = list(task.get("labels") or [config.id2label[i] for i in range(config.num_labels)])
     config_json = {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "kind": KIND, "architecture": arch,
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "kind": SEQUENCE_CLASSIFICATION,
+        "architecture": arch,
         "export": {"target": target_name, "packing": packing if weights.ternary and target.ternary is None
                    and not target.dense else None, "act_bits": 0 if target.dense else act_bits, "embedding": embedding, "score": "float",
                    "activation_dtype": "float32", "providers": list(target.providers), "lowering": lowering_info,
@@ -203,7 +203,8 @@ def export_classifier_checkpoint(ckpt_path, out_dir, target: str = "portable", p
         "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special,
                                                               config_json["encoding"]["max_len"])),
     }
-    manifest = {"kind": KIND, **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
+    manifest = {"kind": SEQUENCE_CLASSIFICATION,
+                **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
     return write_export_folder(out_dir, files, manifest, force)
 
 
@@ -234,7 +235,7 @@ def verify_classifier_export(export_dir, checkpoint, inputs=None, engines=("ort"
     export_dir = Path(export_dir)
     config = json.loads((export_dir / "config.json").read_text())
     target = config.get("export", {}).get("target")
-    model = model_from_checkpoint(load_checkpoint(checkpoint), expect_kind=KIND)
+    model = model_from_checkpoint(load_checkpoint(checkpoint), expect_kind=SEQUENCE_CLASSIFICATION)
     tol = logit_tol if logit_tol is not None else RELATIVE_TOLERANCE.get(target, DEFAULT_RELATIVE_TOLERANCE)
     report = {"export_dir": str(export_dir), "target": target, "checkpoint": str(checkpoint),
               "relative_tolerance": tol, "min_agreement": min_agreement, "engines": {}}

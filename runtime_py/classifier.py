@@ -19,7 +19,6 @@ from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder, Weights
 from ternarylm.format.encoding import EncodingSpec, encode, last_token_index, pad_batch, softmax
 from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 
-KIND = SEQUENCE_CLASSIFICATION
 
 
 def position_ids(attention_mask: np.ndarray) -> np.ndarray:

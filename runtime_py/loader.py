@@ -18,7 +18,6 @@ from ternarylm.format.encoding import EncodingSpec
 from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from ternarylm.format.folder import FolderError, ModelFolder, check_format, check_graph
 
-CLASSIFIER_KIND = SEQUENCE_CLASSIFICATION
 
 
 def open_folder(path, verify: bool = True) -> ModelFolder:
@@ -76,7 +75,7 @@ def _read_onnx(path: Path, load_external_data: bool = True):
 def _require_kind(folder: ModelFolder, kind: str) -> ModelFolder:
     found = folder.kind
     if found != kind:
-        fix = ("load it with load_classifier (or ternary-finetune predict)" if found == CLASSIFIER_KIND
+        fix = ("load it with load_classifier (or ternary-finetune predict)" if found == SEQUENCE_CLASSIFICATION
                else "load it with load_numpy / load_ort (or ternary-run)")
         raise FolderError(f"{folder.path} holds a {found} export, not a {kind} one; {fix}")
     return folder
@@ -86,7 +85,7 @@ def load_numpy(path_or_folder, verify: bool = True) -> NumpyDecoder:
     """The NumPy engine over a folder's model.onnx (weights unpacked once, here)."""
     folder = _require_kind(_folder(path_or_folder, verify), CAUSAL_LM)
     model = _read_onnx(folder.model_path)
-    load_config(folder, graph=model)  # checks config.json against the graph
+    check_graph(folder, model)  # config.json must describe this graph
     return NumpyDecoder.from_onnx(model, folder.config)
 
 
@@ -122,7 +121,7 @@ def load_classifier(path_or_folder, engine: str = "ort", verify: bool = True, ch
     ``engine``: ``ort`` (``session_options`` as for ``load_ort``) or ``numpy``."""
     from ternarylm.runtime_py.classifier import NumpyClassifier, OrtClassifier, TextClassifier
 
-    folder = _require_kind(_folder(path_or_folder, verify), CLASSIFIER_KIND)
+    folder = _require_kind(_folder(path_or_folder, verify), SEQUENCE_CLASSIFICATION)
     cfg = folder.config
     try:
         spec = EncodingSpec.from_dict(cfg.get("encoding"))

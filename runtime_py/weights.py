@@ -215,11 +215,11 @@ def _nbits_trits_valid(raw: np.ndarray, zero_points, n: int, blocks: int, bits: 
     None when the zero points differ between blocks (the caller then decodes)."""
     zp = 2 ** (bits - 1)
     if zero_points is not None:
-        zps = nbits_codes(zero_points, None, n, blocks, bits, blocks) + 2 ** (bits - 1)  # (N, blocks)
+        zps = unpack_codes(np.asarray(zero_points).reshape(n, -1), bits)[:, :blocks]  # (N, blocks)
         if not (zps == zps.flat[0]).all():
             return None
         zp = int(zps.flat[0])
-    fields = nbits_codes(np.arange(256, dtype=np.uint8), None, 256, 8 // bits, bits, 1) + 2 ** (bits - 1)
+    fields = unpack_codes(np.arange(256, dtype=np.uint8)[:, None], bits).astype(np.int16)  # byte -> its codes
     valid = (np.abs(fields - zp) <= 1).all(axis=1)  # byte -> every code in it is a trit
     return bool(valid[raw].all())
 

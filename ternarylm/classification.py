@@ -26,10 +26,8 @@ from transformers import AutoModelForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
 from ternarylm.configuration import TernaryLMConfig
-from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 from ternarylm.modeling import TernaryLMModel, TernaryLMPreTrainedModel
 
-KIND = SEQUENCE_CLASSIFICATION
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

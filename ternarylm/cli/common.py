@@ -1,17 +1,11 @@
-"""Shared CLI plumbing of the training-side commands. ``user_errors`` (bad input -> one line, exit 1)
-and ``print_table`` are defined in ``ternarylm.format`` (the torch-free commands use them too) and
-re-exported here."""
+"""Shared CLI plumbing of the training-side commands (``user_errors`` and ``print_table``, which the
+torch-free commands use too, are in ``ternarylm.format``)."""
 
 from __future__ import annotations
 
 import json
 
 import click
-
-from ternarylm.format.cli_errors import EXTRA_FOR_MODULE, user_errors
-from ternarylm.format.cli_table import print_table
-
-__all__ = ["EXTRA_FOR_MODULE", "parse_overrides", "print_table", "user_errors"]
 
 
 def parse_overrides(pairs: tuple[str, ...]) -> dict:

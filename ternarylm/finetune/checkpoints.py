@@ -8,7 +8,6 @@ from pathlib import Path
 from ternarylm.finetune import FinetuneError
 from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
-KIND = SEQUENCE_CLASSIFICATION
 OUTPUTS = ("ckpt.pt", "metrics.json", "dev_curve.png")
 
 
@@ -18,9 +17,9 @@ def load_lm_checkpoint(path) -> dict:
 
     ckpt = load_checkpoint(path)
     kind = ckpt.get("kind", CAUSAL_LM)
-    if kind == KIND:
-        raise FinetuneError(f"{path} is already a fine-tuned {KIND} checkpoint; ternary-finetune starts from a "
-                            "language-model ckpt.pt written by ternary-train")
+    if kind == SEQUENCE_CLASSIFICATION:
+        raise FinetuneError(f"{path} is already a fine-tuned {SEQUENCE_CLASSIFICATION} checkpoint; ternary-finetune "
+                            "starts from a language-model ckpt.pt written by ternary-train")
     if kind != CAUSAL_LM:
         raise FinetuneError(f"{path} is a {kind!r} checkpoint; ternary-finetune needs a causal-lm ckpt.pt from "
                             "ternary-train")

@@ -30,14 +30,14 @@ from torch.optim.lr_scheduler import LambdaLR
 
 import ternarylm
 from ternarylm.checkpoint import config_from_checkpoint, save_checkpoint
-from ternarylm.classification import KIND, TernaryLMForSequenceClassification, load_backbone
+from ternarylm.classification import TernaryLMForSequenceClassification, load_backbone
 from ternarylm.finetune import FinetuneError
 from ternarylm.finetune.checkpoints import OUTPUTS, check_out_dir, load_lm_checkpoint
 from ternarylm.finetune.metrics import classification_metrics, majority_baseline
 from ternarylm.finetune.plots import plot_dev_curve
 from ternarylm.finetune.tasks import TaskData
 from ternarylm.format.encoding import EncodingSpec, encode, pad_batch
-from ternarylm.format.entries import CAUSAL_LM
+from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from ternarylm.training.schedule import lr_multiplier
 from ternarylm.training.trainer import param_groups, resolve_device
 
@@ -187,8 +187,8 @@ def finetune(task: TaskData, args: FinetuneArgs, log=print, ckpt: dict | None = 
             "source_step": ckpt.get("step"), "source_kind": ckpt.get("kind", CAUSAL_LM)}
 
     def state(weights: dict, step: int, extra: dict) -> dict:
-        return {"kind": KIND, "config": config_dict(config, task.labels), "tokenizer_json": tokenizer.to_str(),
-                "model": weights, "step": step, "task": task_spec,
+        return {"kind": SEQUENCE_CLASSIFICATION, "config": config_dict(config, task.labels),
+                "tokenizer_json": tokenizer.to_str(), "model": weights, "step": step, "task": task_spec,
                 "meta": {**meta, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}, **extra}
 
     history: list[dict] = []

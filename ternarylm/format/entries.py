@@ -27,8 +27,6 @@ DENSE = "dense"  # a float weight
 CONCAT = "concat"  # a fused linear whose parts differ in precision
 EMBEDDING = "embedding"  # the token table, float or block-quantised
 NORM = "norm"  # an RMSNorm gain
-ENTRY_KINDS = (TERNARY, NBITS, INT, DENSE, CONCAT, EMBEDDING, NORM)
-LINEAR_KINDS = (TERNARY, NBITS, INT, DENSE, CONCAT)
 
 
 def is_ternary_entry(name: str, entry: dict) -> bool:
