@@ -25,6 +25,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Fields Llama's modules read that this architecture fixes (derived in ``__init__``, never overridden).
+LLAMA_FIXED_FIELDS = ("head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp",
+                      "rope_parameters")
+
+
 class TernaryLMConfig(PretrainedConfig):
     """Decoder-only transformer: pre-norm RMSNorm, RoPE, SwiGLU, no biases, untied embedding/head.
 
@@ -36,7 +41,7 @@ class TernaryLMConfig(PretrainedConfig):
         num_key_value_heads: key/value heads (grouped-query attention); defaults to num_attention_heads.
         intermediate_size: SwiGLU hidden width.
         max_position_embeddings: longest context the model is trained and exported for.
-        rope_theta: RoPE base.
+        rope_theta: RoPE base (default 10000; a config that only has ``rope_parameters`` gives its theta).
         rms_norm_eps: RMSNorm epsilon.
         precision: ``ternary`` (BitLinear in every block linear) or ``fp`` (the full-precision twin).
         quant: a ``TernaryConfig`` dict (scale granularity, group size, activation bits).
@@ -52,11 +57,15 @@ class TernaryLMConfig(PretrainedConfig):
 
     def __init__(self, vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=None, intermediate_size=128, max_position_embeddings=256,
-                 rope_theta=10000.0, rms_norm_eps=1e-6, precision="ternary", quant=None,
+                 rope_theta=None, rms_norm_eps=1e-6, precision="ternary", quant=None,
                  initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None,
                  tie_word_embeddings=False, use_cache=True, **kwargs):
-        for fixed in ("head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout",
-                      "rope_parameters", "rope_scaling", "pretraining_tp"):
+        rope = kwargs.pop("rope_parameters", None) or kwargs.pop("rope_scaling", None) or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))  # "type": transformers 4's spelling
+        if rope_type != "default":
+            raise ValueError(f"RoPE type {rope_type!r} is not supported; TernaryLM uses default RoPE "
+                             "(rope_theta only)")
+        for fixed in (*LLAMA_FIXED_FIELDS, "rope_scaling"):
             kwargs.pop(fixed, None)  # derived below; older checkpoints lack them, newer ones repeat them
         self.use_cache = use_cache
         self.vocab_size = vocab_size
@@ -66,7 +75,7 @@ class TernaryLMConfig(PretrainedConfig):
         self.num_key_value_heads = num_key_value_heads or num_attention_heads
         self.intermediate_size = intermediate_size
         self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = float(rope_theta)
+        self.rope_theta = float(rope_theta if rope_theta is not None else rope.get("rope_theta", 10000.0))
         self.rms_norm_eps = float(rms_norm_eps)
         self.precision = precision
         self.quant = dict(quant or {})
@@ -120,8 +129,7 @@ class TernaryLMConfig(PretrainedConfig):
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         fields = {**PRESETS[name], **overrides}
         known = set(cls().to_dict()) | {"num_key_value_heads", "quant", "precision"}
-        known -= {"head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout",
-                  "rope_parameters", "pretraining_tp"}  # fixed by the architecture
+        known -= set(LLAMA_FIXED_FIELDS)
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}; see TernaryLMConfig's docstring")

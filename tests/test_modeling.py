@@ -95,6 +95,14 @@ def test_checkpoint_config_without_the_llama_fields_still_loads():
     assert TernaryLMForCausalLM(cfg).model.layers[1].mlp.down_proj.in_features == 128
 
 
+def test_rope_comes_from_rope_theta_or_rope_parameters_and_scaling_is_refused():
+    assert TernaryLMConfig(rope_parameters={"rope_type": "default", "rope_theta": 500.0}).rope_theta == 500.0
+    assert TernaryLMConfig(rope_theta=300.0).rope_parameters == {"rope_type": "default", "rope_theta": 300.0}
+    for scaling in ({"rope_type": "linear", "factor": 2.0}, {"type": "dynamic", "factor": 2.0}):
+        with pytest.raises(ValueError, match="is not supported; TernaryLM uses default RoPE"):
+            TernaryLMConfig(rope_scaling=scaling)
+
+
 def test_save_and_load_through_auto_classes(tmp_path):
     torch.manual_seed(0)
     model = TernaryLMForCausalLM(TernaryLMConfig.from_preset("tiny")).eval()
