@@ -1,10 +1,10 @@
-"""Logits of an export folder under plain onnxruntime, for the ARM64-vs-x86 check (numpy + onnxruntime only).
+"""Logits of an export folder under onnxruntime, for the ARM64-vs-x86 check (numpy + onnxruntime only).
 
     python arm64_qemu.py run EXPORT_DIR OUT.npz [--prompt-len 16] [--decode-tokens 8]
     python arm64_qemu.py compare X86.npz ARM.npz [--max-rel-diff 0.02] [--min-argmax 0.9]
 
-``run`` feeds a fixed seeded token sequence through the decoder (standard IO names: input_ids,
-attention_mask, position_ids, past_key_values.N.key|value -> logits, present.N.key|value) and saves the
+``run`` feeds a fixed seeded token sequence through the decoder with ``ternarylm.onnxrt`` (the decode
+loop every other tool uses; it needs numpy + onnxruntime, and the repo root on PYTHONPATH) and saves the
 prefill's last-position logits plus each decode step's, with the platform, the onnxruntime version and
 whether ORT logged its slow MatMulNBits path ("Falling back to using unpacked compute mode").
 ``compare`` prints the relative max difference and greedy agreement and exits 1 beyond tolerance.
@@ -17,72 +17,47 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-FALLBACK = "Falling back to using unpacked compute mode"
-
-
 def run(model_dir: str, out: str, prompt_len: int, decode_tokens: int, threads: int) -> dict:
     import onnxruntime as ort
 
+    from ternarylm.format.architecture import ModelConfig
+    from ternarylm.onnxrt import SLOW_FALLBACK_MARKER, OrtDecoder, SessionSettings, replay
+
     cfg_path = os.path.join(model_dir, "config.json")
-    arch = {}
+    config = None
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
-            arch = json.load(f).get("architecture", {})
-    so = ort.SessionOptions()
-    so.log_severity_level = 1  # INFO: the slow-path line is logged at this level
-    so.intra_op_num_threads = threads
+            config = ModelConfig.from_config_json(json.load(f))
+    settings = SessionSettings(model=os.path.join(model_dir, "model.onnx"), intra_op_threads=threads,
+                               log_info=True)  # INFO: the slow-path line is logged at this level
     # ORT logs to fd 2: point it at a file for the session's lifetime to look for the fallback line.
     log = tempfile.TemporaryFile()  # noqa: SIM115  (fd 2 points at it until the finally below)
     saved = os.dup(2)
     os.dup2(log.fileno(), 2)
     try:
         t0 = time.perf_counter()
-        sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so, providers=["CPUExecutionProvider"])
+        decoder = OrtDecoder(settings.create_session(), config)
         load_s = time.perf_counter() - t0
-        inputs = {i.name: i for i in sess.get_inputs()}
-        layers = sorted({int(m.group(1)) for n in inputs if (m := re.match(r"past_key_values\.(\d+)\.key$", n))})
-        first = inputs[f"past_key_values.{layers[0]}.key"] if layers else None
-        kvh = first.shape[1] if first is not None and isinstance(first.shape[1], int) else arch.get(
-            "num_key_value_heads")
-        hd = first.shape[3] if first is not None and isinstance(first.shape[3], int) else arch.get("head_dim")
-        dtype = np.float16 if first is not None and first.type == "tensor(float16)" else np.float32
-        vocab = sess.get_outputs()[0].shape[-1]
-        vocab = vocab if isinstance(vocab, int) else arch["vocab_size"]
-        names = ["logits"] + [f"present.{i}.{k}" for i in layers for k in ("key", "value")]
-        tokens = np.random.default_rng(0).integers(0, vocab, size=prompt_len + decode_tokens)
-        feeds = {f"past_key_values.{i}.{k}": np.zeros((1, kvh, 0, hd), dtype) for i in layers for k in ("key", "value")}
-        kept, past, t0 = [], 0, time.perf_counter()
-        for step in range(decode_tokens + 1):
-            cur = tokens[:prompt_len] if step == 0 else tokens[prompt_len + step - 1: prompt_len + step]
-            n = len(cur)
-            feeds["input_ids"] = cur.reshape(1, n).astype(np.int64)
-            if "attention_mask" in inputs:
-                feeds["attention_mask"] = np.ones((1, past + n), np.int64)
-            if "position_ids" in inputs:
-                feeds["position_ids"] = np.arange(past, past + n, dtype=np.int64).reshape(1, n)
-            outs = sess.run(names, feeds)
-            kept.append(outs[0][0, -1].astype(np.float32))
-            for j, i in enumerate(layers):
-                feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = outs[1 + 2 * j], outs[2 + 2 * j]
-            past += n
+        tokens = np.random.default_rng(0).integers(0, decoder.io.vocab, size=prompt_len + decode_tokens).tolist()
+        t0 = time.perf_counter()
+        _, _, logits = replay(decoder, tokens, prompt_len, decode_tokens, keep_logits=True)
         run_s = time.perf_counter() - t0
     finally:
         os.dup2(saved, 2)
         os.close(saved)
     log.seek(0)
-    slow = FALLBACK in log.read().decode("utf-8", "replace")
+    slow = SLOW_FALLBACK_MARKER in log.read().decode("utf-8", "replace")
     log.close()
     info = {"machine": platform.machine(), "onnxruntime": ort.__version__, "numpy": np.__version__,
             "slow_fallback": slow, "load_s": load_s, "run_s": run_s, "prompt_len": prompt_len,
             "decode_tokens": decode_tokens}
-    np.savez(out, logits=np.stack(kept), info=json.dumps(info))
+    np.savez(out, logits=logits, info=json.dumps(info))
     print(json.dumps(info))
     return info
 

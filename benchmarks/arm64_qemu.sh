@@ -43,6 +43,7 @@ case "$CPU" in cortex-a76|cortex-a72) ;; *) echo "arm64_qemu.sh: --cpu must be c
 MODEL=$(cd "$MODEL" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 DRIVER=$HERE/arm64_qemu.py
+REPO=$(cd "$HERE/.." && pwd)  # ternarylm.onnxrt and ternarylm.format are imported from the source tree
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -91,10 +92,10 @@ fi
 
 # 5. The x86 run, the emulated arm64 run, the comparison.
 log "x86-64 run"
-"$PY" "$DRIVER" run "$MODEL" "$OUT/x86.npz" >/dev/null
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$DRIVER" run "$MODEL" "$OUT/x86.npz" >/dev/null
 log "arm64 run under qemu-aarch64 -cpu $CPU (slow: emulated)"
 start=$(date +%s)
-PYTHONPATH="$ROOT/opt/site" PYTHONNOUSERSITE=1 \
+PYTHONPATH="$ROOT/opt/site:$REPO" PYTHONNOUSERSITE=1 \
   qemu-aarch64-static -cpu "$CPU" -L "$ROOT" "$ROOT/usr/bin/python3.11" "$DRIVER" run "$MODEL" "$OUT/arm64-$CPU.npz" \
   >/dev/null
 log "arm64 run took $(( $(date +%s) - start )) s"

@@ -103,7 +103,7 @@ def main():
     from tqdm import tqdm
 
     from ternarylm.devices.runner import MeasureRequest, run_measurement
-    from ternarylm.devices.session import SessionSettings
+    from ternarylm.onnxrt.session import SessionSettings
     from ternarylm.export.api import export_checkpoint
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ Layout (top-down):
 - ``profiles/*.toml``  one file per target: cpu, rpi4, rpi5, jetson-orin-nano, jetson-agx-orin
 - ``profile.py``       ``DeviceProfile`` / ``Lowering`` dataclasses read from those files
 - ``detect.py``        ``detect_host(root)`` / ``detect_device(root)`` / ``resolve_device(name, host)``
-- ``session.py``       ``SessionSettings`` -> onnxruntime ``InferenceSession``
 - ``deploy.py``        ``runtime_settings(model_dir, device)``: profile + plan -> session (ternary-run uses it)
 - ``measure.py``       one measurement in a fresh process (numpy + onnxruntime only)
 - ``runner.py``        launches it, classifies ok / oom / error / timeout
@@ -15,6 +14,7 @@ Layout (top-down):
 - ``cli.py``           ``ternary-profile``
 
 An export folder with its manifest verified is ``ternarylm.format.folder.ModelFolder`` (re-exported here).
+Sessions are opened by ``ternarylm.onnxrt.SessionSettings`` (re-exported here) and stepped by its ``OrtDecoder``.
 Importing this package needs neither torch nor transformers (nor onnxruntime until a session is made).
 """
 
@@ -25,7 +25,7 @@ from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_d
 from ternarylm.devices.plan import Plan, PlanError, StalePlanError, load_plan
 from ternarylm.devices.profile import (EXPORT_TARGETS, DeviceProfile, Lowering, ProfileError, known_names,
                                        load_profile, load_profiles)
-from ternarylm.devices.session import SessionSettings
+from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.format.folder import FolderError, ModelFolder
 
 __all__ = [

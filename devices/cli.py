@@ -25,7 +25,7 @@ from ternarylm.devices.deploy import ProviderError, lowering_note, ort_version, 
 from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_host, match_profile, resolve_device
 from ternarylm.devices.plan import Plan, PlanError, load_plan, plan_path
 from ternarylm.devices.profile import ProfileError, families, load_profiles
-from ternarylm.devices.session import SessionSettings
+from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.devices.tune import TuneError, TuneResult, run_tune
 from ternarylm.format.entries import CAUSAL_LM
 from ternarylm.format.folder import FolderError, ModelFolder, architecture_mismatch

@@ -17,7 +17,7 @@ from pathlib import Path
 from ternarylm.devices.detect import HostInfo, Resolution, detect_host, resolve_device
 from ternarylm.devices.plan import Plan, load_plan, plan_model_path, plan_path
 from ternarylm.devices.profile import GPU_PROVIDERS, PROVIDER_ALIASES, DeviceProfile
-from ternarylm.devices.session import SessionSettings
+from ternarylm.onnxrt.session import SessionSettings
 
 from ternarylm.format.folder import ModelFolder
 

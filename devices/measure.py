@@ -7,10 +7,9 @@ SPEC is a JSON object (or ``@file.json``)::
      "logits_out": "x.npy" | null, "memory_limit_mb": null}
 
 The last stdout line is ``TERNARYLM-MEASURE {json}`` with ``status`` ``ok`` / ``oom`` / ``error``.
-Needs only numpy and onnxruntime: it drives the decoder through the standard IO names
-(input_ids, attention_mask, position_ids, past_key_values.N.key|value -> logits, present.N.key|value),
-reading the layer count, KV heads, head_dim and past dtype from the session's own inputs
-(config.json ``architecture`` fills in symbolic dimensions).
+Needs only numpy and onnxruntime: it steps the model with ``ternarylm.onnxrt.OrtDecoder``, the decode
+loop ``ternary-run`` uses (shapes from the session's own inputs; config.json's architecture fills in
+symbolic dimensions).
 
 Method (what every figure means)::
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -39,7 +37,6 @@ MARKER = "TERNARYLM-MEASURE "
 OOM_PATTERNS = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory",
                 "memoryerror", "unable to allocate", "failed to map segment", "cudaerrormemoryallocation",
                 "memory allocation still failed")
-_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 
 
 def looks_like_oom(text: str) -> bool:
@@ -77,106 +74,23 @@ def nvidia_used_mb() -> float | None:
         return None
 
 
-class DecoderIO:
-    """The decoder's IO as the session declares it."""
+def _config(path: str | None):
+    """The folder's ModelConfig when config.json is there (None: shapes from the graph alone)."""
+    from ternarylm.format.architecture import ModelConfig
 
-    def __init__(self, session, architecture: dict):
-        import numpy as np
-
-        inputs = {i.name: i for i in session.get_inputs()}
-        self.input_names = set(inputs)
-        for need in ("input_ids",):
-            if need not in inputs:
-                raise ValueError(f"model has no {need!r} input; not a decoder with the standard IO names")
-        layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
-        self.layers = len(layers)
-        self.past_names = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in layers]
-        self.present_names = [(f"present.{i}.key", f"present.{i}.value") for i in layers]
-        outputs = [o.name for o in session.get_outputs()]
-        if "logits" not in outputs:
-            raise ValueError("model has no 'logits' output")
-        missing = [n for pair in self.present_names for n in pair if n not in outputs]
-        if missing:
-            raise ValueError(f"model lacks outputs {missing[:2]}... for its past_key_values inputs")
-        self.output_names = ["logits"] + [n for pair in self.present_names for n in pair]
-        arch = architecture or {}
-        kv_default = arch.get("num_key_value_heads") or arch.get("num_attention_heads")
-        hd_default = arch.get("head_dim") or (
-            arch["hidden_size"] // arch["num_attention_heads"] if arch.get("hidden_size") else None)
-        self.kv_heads = self.head_dim = None
-        self.past_dtype = np.float32
-        if self.past_names:
-            first = inputs[self.past_names[0][0]]
-            shape = list(first.shape)
-            self.kv_heads = shape[1] if isinstance(shape[1], int) else kv_default
-            self.head_dim = shape[3] if isinstance(shape[3], int) else hd_default
-            if self.kv_heads is None or self.head_dim is None:
-                raise ValueError("past_key_values shapes are symbolic and config.json has no architecture")
-            self.past_dtype = {"tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}.get(
-                first.type, np.float32)
-        logits_shape = next(o.shape for o in session.get_outputs() if o.name == "logits")
-        self.vocab = logits_shape[-1] if isinstance(logits_shape[-1], int) else arch.get("vocab_size")
-        if not self.vocab:
-            raise ValueError("vocab size is symbolic in the graph and config.json has no architecture")
-
-    def describe(self) -> dict:
-        import numpy as np
-
-        return {"layers": self.layers, "kv_heads": self.kv_heads, "head_dim": self.head_dim,
-                "past_dtype": np.dtype(self.past_dtype).name, "vocab": self.vocab}
-
-
-def _ov(array):
-    import onnxruntime as ort
-
-    return ort.OrtValue.ortvalue_from_numpy(array)
-
-
-def generate_timed(session, io: DecoderIO, tokens, prompt_len: int, decode_tokens: int, keep_logits: bool):
-    """Prefill ``tokens[:prompt_len]`` then feed the next ``decode_tokens`` one by one.
-
-    Returns ``(prefill_ms, [step_ms...], logits [1 + decode_tokens, vocab] or None)``.
-    """
-    import numpy as np
-
-    feeds = {name: _ov(np.zeros((1, io.kv_heads, 0, io.head_dim), io.past_dtype))
-             for pair in io.past_names for name in pair}
-    kept, steps, prefill_ms = [], [], 0.0
-    past = 0
-    for step in range(decode_tokens + 1):
-        cur = tokens[:prompt_len] if step == 0 else tokens[prompt_len + step - 1: prompt_len + step]
-        n = len(cur)
-        t0 = time.perf_counter()
-        feeds["input_ids"] = _ov(np.asarray(cur, np.int64).reshape(1, n))
-        if "attention_mask" in io.input_names:
-            feeds["attention_mask"] = _ov(np.ones((1, past + n), np.int64))
-        if "position_ids" in io.input_names:
-            feeds["position_ids"] = _ov(np.arange(past, past + n, dtype=np.int64).reshape(1, n))
-        outs = session.run_with_ort_values(io.output_names, feeds)
-        logits = outs[0].numpy()
-        ms = (time.perf_counter() - t0) * 1000
-        if keep_logits:
-            kept.append(logits[0, -1].astype(np.float32))
-        for (pk, pv), k, v in zip(io.past_names, outs[1::2], outs[2::2]):
-            feeds[pk], feeds[pv] = k, v
-        past += n
-        if step == 0:
-            prefill_ms = ms
-        else:
-            steps.append(ms)
-    return prefill_ms, steps, (np.stack(kept) if keep_logits else None)
+    if not path or not Path(path).is_file():
+        return None
+    return ModelConfig.from_config_json(json.loads(Path(path).read_text()))
 
 
 def measure(spec: dict) -> dict:
     """Run the measurement described by ``spec`` in this process and return the result dict."""
     import numpy as np
     import onnxruntime as ort
-    from ternarylm.devices.session import SessionSettings
+    from ternarylm.onnxrt import OrtDecoder, SessionSettings, replay
 
     settings = SessionSettings.from_dict(spec["session"])
-    arch = {}
-    if spec.get("config") and Path(spec["config"]).is_file():
-        arch = json.loads(Path(spec["config"]).read_text()).get("architecture", {})
+    config = _config(spec.get("config"))
     prompt_len, decode = int(spec.get("prompt_len", 128)), int(spec.get("decode_tokens", 64))
     warmup, repeats = int(spec.get("warmup", 1)), max(1, int(spec.get("repeats", 3)))
     wants_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in settings.providers)
@@ -188,15 +102,15 @@ def measure(spec: dict) -> dict:
     session = settings.create_session()
     load_s = time.perf_counter() - t0
     rss_load = proc_status_mb("VmRSS")
-    io = DecoderIO(session, arch)
+    decoder = OrtDecoder(session, config)
     rng = np.random.default_rng(int(spec.get("seed", 0)))
-    tokens = rng.integers(0, io.vocab, size=prompt_len + decode).tolist()
+    tokens = rng.integers(0, decoder.io.vocab, size=prompt_len + decode).tolist()
 
     for _ in range(warmup):
-        generate_timed(session, io, tokens, prompt_len, min(decode, 4), keep_logits=False)
+        replay(decoder, tokens, prompt_len, min(decode, 4), keep_logits=False)
     prefills, steps, logits = [], [], None
     for r in range(repeats):
-        p, s, lg = generate_timed(session, io, tokens, prompt_len, decode, keep_logits=(r == 0))
+        p, s, lg = replay(decoder, tokens, prompt_len, decode, keep_logits=(r == 0))
         prefills.append(p)
         steps += s
         logits = lg if r == 0 else logits
@@ -211,7 +125,7 @@ def measure(spec: dict) -> dict:
         "providers_used": used,
         "threads": settings.threads,
         "session_config": settings.session_config,
-        "io": io.describe(),
+        "io": decoder.io.describe(),
         "prompt_len": prompt_len,
         "decode_tokens": decode,
         "warmup": warmup,

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ternarylm.devices.measure import MARKER, looks_like_oom
-from ternarylm.devices.session import SLOW_FALLBACK_MARKER, SessionSettings
+from ternarylm.onnxrt.session import SLOW_FALLBACK_MARKER, SessionSettings
 
 
 @dataclass

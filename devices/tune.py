@@ -29,7 +29,7 @@ from pathlib import Path
 from ternarylm.devices.plan import Plan, write_plan
 from ternarylm.devices.profile import AS_EXPORTED, DeviceProfile, Lowering
 from ternarylm.devices.runner import MeasureRequest, run_measurement
-from ternarylm.devices.session import SessionSettings, available_cores
+from ternarylm.onnxrt.session import SessionSettings, available_cores
 
 from ternarylm.format.folder import ModelFolder
 from ternarylm.format.hashing import sha256_file

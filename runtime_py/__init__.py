@@ -21,8 +21,9 @@ from __future__ import annotations
 from ternarylm.runtime_py.generate import ContextError, GenerationStats, generate
 from ternarylm.runtime_py.loader import (check_weights, load_classifier, load_config, load_engine, load_numpy,
                                          load_ort, load_tokenizer, open_folder)
-from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder
-from ternarylm.runtime_py.ort_engine import OrtDecoder
+from ternarylm.format.architecture import ModelConfig
+from ternarylm.onnxrt.decoder import OrtDecoder
+from ternarylm.runtime_py.model import NumpyDecoder
 from ternarylm.runtime_py.sampling import SamplingConfig, sample_next
 
 __all__ = ["ContextError", "GenerationStats", "ModelConfig", "NumpyDecoder", "OrtDecoder", "SamplingConfig",

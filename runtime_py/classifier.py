@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder, Weights
+from ternarylm.format.architecture import ModelConfig
+from ternarylm.runtime_py.model import NumpyDecoder, Weights
 
 from ternarylm.format.encoding import EncodingSpec, encode, last_token_index, pad_batch, softmax
 from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
@@ -58,17 +59,11 @@ class OrtClassifier:
 
     name = "ort"
 
-    def __init__(self, model_path, *, providers=None, provider_options=None, threads: int = 0,
-                 session_config: dict | None = None, log_severity: int = 3, graph_optimization: str = "all",
-                 session=None):
-        if session is None:
-            from ternarylm.runtime_py.ort_engine import create_session
-
-            session = create_session(model_path, providers, provider_options, threads, session_config,
-                                     log_severity, graph_optimization)
+    def __init__(self, session):
+        """``session``: an ``onnxruntime.InferenceSession`` (``ternarylm.onnxrt.SessionSettings``)."""
         names = {i.name for i in session.get_inputs()}
         if names != {"input_ids", "attention_mask"}:
-            raise ValueError(f"{model_path or 'the model'} has inputs {sorted(names)}, not a classifier's "
+            raise ValueError(f"the model has inputs {sorted(names)}, not a classifier's "
                              "input_ids + attention_mask; is it a ternary-export classifier?")
         self.session = session
 

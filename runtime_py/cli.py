@@ -55,7 +55,7 @@ def _split(value: str | None) -> list[str] | None:
 def build_ort(folder, config, device: str, threads: int | None, providers: list[str] | None, emulate: bool):
     """An OrtDecoder configured by the device profile (``ternarylm.devices``)."""
     from ternarylm.devices.deploy import runtime_settings
-    from ternarylm.runtime_py.ort_engine import OrtDecoder
+    from ternarylm.onnxrt.decoder import OrtDecoder
 
     rs = runtime_settings(folder.path, device=device, emulate=emulate, providers=providers, threads=threads,
                           verify=False)  # the folder was verified already

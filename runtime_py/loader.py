@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ternarylm.runtime_py.model import ModelConfig, NumpyDecoder
-from ternarylm.runtime_py.ort_engine import OrtDecoder
-from ternarylm.runtime_py.weights import check_packed
-
+from ternarylm.format.architecture import ModelConfig
 from ternarylm.format.encoding import EncodingSpec
 from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from ternarylm.format.folder import FolderError, ModelFolder, check_format, check_graph
-
+from ternarylm.onnxrt.decoder import OrtDecoder
+from ternarylm.onnxrt.session import SessionSettings
+from ternarylm.runtime_py.model import NumpyDecoder
+from ternarylm.runtime_py.weights import check_packed
 
 
 def open_folder(path, verify: bool = True) -> ModelFolder:
@@ -98,11 +98,12 @@ def check_weights(path_or_folder, verify: bool = True):
 
 def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **session_options) -> OrtDecoder:
     """The onnxruntime engine; ``session_options``: providers, provider_options, threads,
-    session_config, log_severity, graph_optimization (see ``OrtDecoder``)."""
+    session_config, log_severity, graph_optimization (see ``SessionSettings.from_options``)."""
     folder = _require_kind(_folder(path_or_folder, verify), CAUSAL_LM)
     if check_packed:
         check_weights(folder)
-    return OrtDecoder(folder.model_path, load_config(folder), **session_options)
+    settings = SessionSettings.from_options(folder.model_path, **session_options)
+    return OrtDecoder(settings.create_session(), load_config(folder))
 
 
 def load_engine(path, engine: str = "ort", verify: bool = True, **options):
@@ -135,7 +136,7 @@ def load_classifier(path_or_folder, engine: str = "ort", verify: bool = True, ch
     elif engine == "ort":
         if check_packed:
             check_weights(folder)
-        model = OrtClassifier(folder.model_path, **session_options)
+        model = OrtClassifier(SessionSettings.from_options(folder.model_path, **session_options).create_session())
     else:
         raise ValueError(f"unknown engine {engine!r}; use ort or numpy")
     return TextClassifier(model, load_tokenizer(folder), spec, labels, batch_size=batch_size)

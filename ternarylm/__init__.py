@@ -7,6 +7,7 @@ Public import paths (the same for a wheel and for a source checkout):
 - ``ternarylm.runtime_py`` pure-NumPy reference runtime                         (repo folder ``runtime_py/``)
 - ``ternarylm.devices``    device profiles, detection, profiler                 (repo folder ``devices/``)
 - ``ternarylm.format``     the export-folder contract shared by the three above (torch-free)
+- ``ternarylm.onnxrt``     the one onnxruntime session builder and decode loop (torch-free)
 
 Importing ``ternarylm`` never imports torch or transformers, so a device needs only the core install.
 """

@@ -120,7 +120,7 @@ def test_quantized_embedding_rows_are_the_exporters_codes_times_scales(bits, exp
 
 
 def test_ort_session_options_and_device_settings(export_dir, ids):
-    from ternarylm.devices.session import SessionSettings
+    from ternarylm.onnxrt import SessionSettings
     from ternarylm.runtime_py import OrtDecoder, load_config
 
     folder = export_dir("ort-cpu")
@@ -199,7 +199,7 @@ def test_primitives():
     expected = w * x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + 1e-6)
     assert rel(rms_norm(x, w, 1e-6), expected) < 1e-6
     # rope is a rotation: norms preserved, position 0 is the identity
-    from ternarylm.runtime_py.model import ModelConfig
+    from ternarylm.runtime_py import ModelConfig
 
     cfg = ModelConfig(vocab_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=1, head_dim=8, intermediate_size=8, max_position_embeddings=16)

@@ -1,8 +1,10 @@
-"""ONNX Runtime session settings: the one place a profile / plan turns into SessionOptions.
+"""ONNX Runtime session settings: the one place anything in the project opens an InferenceSession.
 
 ``SessionSettings`` is plain data (JSON round-trip) so the profiler can hand it to a fresh
-measurement process, and ``ternary-run`` builds its session from the same object
-(see :func:`ternarylm.devices.runtime_settings`). onnxruntime is imported only when a session is built.
+measurement process; ``ternary-run``, ``ternary-profile`` (and ``--tune``), ``ternary-export verify``,
+``load_ort``/``load_classifier`` and the benchmarks all build their sessions from it (a device profile
+fills it in via :func:`ternarylm.devices.runtime_settings`). onnxruntime is imported only when a
+session is built.
 """
 
 from __future__ import annotations
@@ -37,9 +39,19 @@ class SessionSettings:
 
     def __post_init__(self):
         if self.graph_optimization not in OPT_LEVELS:
-            raise ValueError(f"graph_optimization must be one of {OPT_LEVELS}")
+            raise ValueError(f"graph_optimization must be one of {', '.join(OPT_LEVELS)}")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0")
+
+    @classmethod
+    def from_options(cls, model, *, providers=None, provider_options=None, threads: int = 0,
+                     session_config: dict | None = None, log_severity: int = 3,
+                     graph_optimization: str = "all") -> SessionSettings:
+        """The keyword options of ``load_ort`` / ``load_classifier`` (``log_severity`` <= 1 logs INFO)."""
+        return cls(model=str(model), providers=list(providers or ["CPUExecutionProvider"]),
+                   provider_options={k: dict(v) for k, v in (provider_options or {}).items()},
+                   intra_op_threads=int(threads or 0), session_config=dict(session_config or {}),
+                   graph_optimization=graph_optimization, log_info=int(log_severity) <= 1)
 
     @property
     def threads(self) -> int:
@@ -65,7 +77,7 @@ class SessionSettings:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[self.graph_optimization]
         for key, value in self.session_config.items():
-            so.add_session_config_entry(key, str(value))
+            so.add_session_config_entry(str(key), str(value))
         so.log_severity_level = 1 if self.log_info else 3
         return so
 
