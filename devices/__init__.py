@@ -23,13 +23,13 @@ from __future__ import annotations
 from ternarylm.devices.deploy import ProviderError, RuntimeSettings, runtime_settings
 from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_device, detect_host, resolve_device
 from ternarylm.devices.plan import Plan, PlanError, StalePlanError, load_plan
-from ternarylm.devices.profile import (EXPORT_TARGETS, DeviceProfile, Lowering, ProfileError, known_names,
+from ternarylm.devices.profile import (DeviceProfile, Lowering, ProfileError, known_names,
                                        load_profile, load_profiles)
 from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.format.folder import FolderError, ModelFolder
 
 __all__ = [
-    "EXPORT_TARGETS", "DeviceError", "DeviceProfile", "FolderError", "HostInfo", "Lowering", "ModelFolder", "Plan",
+    "DeviceError", "DeviceProfile", "FolderError", "HostInfo", "Lowering", "ModelFolder", "Plan",
     "PlanError", "ProfileError", "ProviderError", "Resolution", "RuntimeSettings", "SessionSettings",
     "StalePlanError", "detect_device", "detect_host", "known_names", "load_plan", "load_profile", "load_profiles",
     "resolve_device", "runtime_settings",

@@ -21,9 +21,10 @@ import click
 
 from ternarylm import __version__
 from ternarylm.devices import report as rep
-from ternarylm.devices.deploy import ProviderError, lowering_note, ort_version, resolve_providers, settings_for
+from ternarylm.devices.deploy import (ProviderError, deploy_settings, lowering_note, ort_version, resolve_providers,
+                                     settings_for)
 from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_host, match_profile, resolve_device
-from ternarylm.devices.plan import Plan, PlanError, load_plan, plan_path
+from ternarylm.devices.plan import Plan, PlanError, plan_path
 from ternarylm.devices.profile import ProfileError, families, load_profiles
 from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.devices.tune import TuneError, TuneResult, run_tune
@@ -136,14 +137,10 @@ def main(model_dir, baseline_dir, device, emulate, providers, threads, prompt_le
             tune_result = _run_tune(folder, profile, resolution, chosen, pfile, version, prompt_lens[0],
                                     decode_tokens, warmup, repeats, [threads] if threads else None, memory_limit,
                                     timeout, banner)
-        plan = None
-        if not no_plan and (plan_file or pfile.is_file()):
-            plan = load_plan(pfile, ort_version=version, manifest_sha256=folder.manifest_sha256,
-                             model_dir=folder.path)
-            if not override:
-                chosen = resolve_providers(profile, plan.providers, host.providers)
-        settings = {"ternary": settings_for(folder, profile, host, providers=chosen, threads=threads, plan=plan,
-                                            plan_file=pfile)}
+        rs = deploy_settings(folder, resolution, use_plan=not no_plan, plan_file=plan_file, providers=override,
+                             threads=threads)
+        plan, chosen = rs.plan, rs.session.providers
+        settings = {"ternary": rs.session}
         if baseline is not None:
             settings["baseline"] = settings_for(baseline, profile, host, providers=chosen,
                                                 threads=settings["ternary"].threads)

@@ -98,10 +98,17 @@ def runtime_settings(model_dir: str | os.PathLike, device: str = "auto", *, root
     Raises ``DeviceError``, ``ProfileError``, ``FolderError``, ``StalePlanError`` / ``PlanError`` or
     ``ProviderError``, each with a one-line message meant for the user.
     """
-    host = detect_host(root)
-    resolution = resolve_device(device, host, emulate=emulate)
-    profile = resolution.profile
+    resolution = resolve_device(device, detect_host(root), emulate=emulate)
     folder = ModelFolder.open(model_dir, verify=verify)
+    return deploy_settings(folder, resolution, use_plan=use_plan, plan_file=plan_file, providers=providers,
+                           threads=threads)
+
+
+def deploy_settings(folder: ModelFolder, resolution: Resolution, *, use_plan: bool = True,
+                    plan_file: str | os.PathLike | None = None, providers: list[str] | None = None,
+                    threads: int | None = None) -> RuntimeSettings:
+    """``runtime_settings`` for an opened folder on a resolved device (``ternary-profile`` calls this)."""
+    host, profile = resolution.host, resolution.profile
     chosen = resolve_providers(profile, providers, host.providers)
     plan = None
     pfile = Path(plan_file) if plan_file else plan_path(folder.path, profile.name)

@@ -5,21 +5,20 @@ lowering of the ternary matmuls the device should run (export target, MatMulNBit
 accuracy level, ORT session config such as ``mlas.use_lut_gemm``), the candidates ``--tune`` tries,
 a memory budget, a recommended context length and notes. Adding a device is adding a file.
 
-Export targets (the names ``ternary-export onnx --target`` accepts and ``--tune`` lowerings name)::
+A lowering names an export target of ``ternarylm.format.targets.TARGETS`` (the names
+``ternary-export onnx --target`` accepts); its bits and activation dtype are read from there, never
+restated here.
 
-    portable         ai.ternarylm::TernaryMatMul + model-local function bodies (any ONNX runtime)
-    ort-cpu          com.microsoft::MatMulNBits bits=2 (x86-64, ARM64 with dotprod)
-    ort-arm64-nodot  MatMulNBits bits=4, codes t + 8 (ARM64 without dotprod: Cortex-A72 / Pi 4)
-    ort-cuda         MatMulNBits bits=4, fp16 activations (ORT's CUDA kernel is built for 4/8 bits)
-    fp32 / fp16      dense twins of the same checkpoint (baselines)
-
-Stdlib only (``tomllib``; ``tomli`` on Python 3.10): a device imports this without torch, transformers or onnxruntime.
+Stdlib and ``ternarylm.format`` only (``tomllib``; ``tomli`` on Python 3.10): a device imports this
+without torch, transformers or onnxruntime.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ternarylm.format.targets import TARGETS
 
 try:
     import tomllib
@@ -32,15 +31,6 @@ except ModuleNotFoundError:  # Python 3.10 (JetPack 6's Ubuntu 22.04): the same 
 PROFILE_VERSION = 1
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
-# Export target -> MatMulNBits bits (None: no MatMulNBits) and activation dtype.
-EXPORT_TARGETS: dict[str, dict] = {
-    "portable": {"bits": None, "activation_dtype": "float32"},
-    "ort-cpu": {"bits": 2, "activation_dtype": "float32"},
-    "ort-arm64-nodot": {"bits": 4, "activation_dtype": "float32"},
-    "ort-cuda": {"bits": 4, "activation_dtype": "float16"},
-    "fp32": {"bits": None, "activation_dtype": "float32"},
-    "fp16": {"bits": None, "activation_dtype": "float16"},
-}
 # Block sizes on ORT's fast MatMulNBits kernels (16 and 256 fall to a path slower than fp32).
 FAST_BLOCK_SIZES = (32, 64, 128)
 # Short provider names accepted on the command line.
@@ -72,9 +62,9 @@ class Lowering:
     session_config: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.target != "as-exported" and self.target not in EXPORT_TARGETS:
+        if self.target != "as-exported" and self.target not in TARGETS:
             raise ProfileError(f"unknown export target {self.target!r}; use one of "
-                               f"{', '.join(EXPORT_TARGETS)} or as-exported")
+                               f"{', '.join(TARGETS)} or as-exported")
         if self.bits is not None:
             if self.block_size not in FAST_BLOCK_SIZES:
                 raise ProfileError(f"target {self.target}: block_size must be one of {FAST_BLOCK_SIZES}, "
@@ -89,11 +79,13 @@ class Lowering:
 
     @property
     def bits(self) -> int | None:
-        return EXPORT_TARGETS.get(self.target, {}).get("bits")
+        target = TARGETS.get(self.target)
+        return target.bits if target else None
 
     @property
     def activation_dtype(self) -> str | None:
-        return EXPORT_TARGETS.get(self.target, {}).get("activation_dtype")
+        target = TARGETS.get(self.target)
+        return target.activation_dtype if target else None
 
     def lower_options(self) -> dict:
         opts = {"block_size": self.block_size, "accuracy_level": self.accuracy_level}

@@ -38,6 +38,11 @@ class MeasureRequest:
                 "seed": self.seed, "logits_out": self.logits_out, "memory_limit_mb": self.memory_limit_mb}
 
 
+# How a process dies when an allocation fails and nothing catches it: abort (std::bad_alloc) or a
+# segfault on the null it got back. Any other failure under a memory limit is reported as an error.
+ABORTS = (-signal.SIGABRT, -signal.SIGSEGV, 134, 139)
+
+
 def _tail(text: str, n: int = 300) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "")[-n:]
@@ -58,11 +63,11 @@ def run_measurement(req: MeasureRequest, python: str = sys.executable) -> dict:
     if result is None:
         why = _tail(proc.stderr) or (f"killed by signal {signal.Signals(-proc.returncode).name}"
                                      if proc.returncode < 0 else f"exited with {proc.returncode}")
+        limit = f" (memory limit {req.memory_limit_mb} MB)" if req.memory_limit_mb else ""
         if proc.returncode in (-signal.SIGKILL, 137):
-            result = {"status": "oom", "message": "killed by the system (out of memory?)"}
-        elif looks_like_oom(proc.stderr) or req.memory_limit_mb:
-            # under an address-space limit, dying before reporting is running out of it
-            limit = f" (memory limit {req.memory_limit_mb} MB)" if req.memory_limit_mb else ""
+            result = {"status": "oom", "message": "killed by the system (out of memory?)" + limit}
+        elif looks_like_oom(proc.stderr) or (req.memory_limit_mb and proc.returncode in ABORTS):
+            # an allocation that fails under an address-space limit aborts (std::bad_alloc) or segfaults
             result = {"status": "oom", "message": why + limit}
         else:
             result = {"status": "error", "message": why}

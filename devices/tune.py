@@ -31,6 +31,7 @@ from ternarylm.devices.profile import AS_EXPORTED, DeviceProfile, Lowering
 from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.onnxrt.session import SessionSettings, available_cores
 
+from ternarylm.format.compare import argmax_agreement, relative_max_diff
 from ternarylm.format.folder import ModelFolder
 from ternarylm.format.hashing import sha256_file
 
@@ -122,15 +123,8 @@ def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower:
 
 
 def compare_logits(ref, got) -> tuple[float, float]:
-    """``(max|got - ref| / max|ref|, fraction of positions with the same argmax)``."""
-    import numpy as np
-
-    ref, got = np.asarray(ref, np.float32), np.asarray(got, np.float32)
-    if ref.shape != got.shape:
-        return float("inf"), 0.0
-    rel = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
-    agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
-    return rel, agree
+    """``(relative max difference, argmax agreement)`` of ``got`` against ``ref`` (``ternarylm.format.compare``)."""
+    return relative_max_diff(got, ref), argmax_agreement(got, ref)
 
 
 @dataclass

@@ -5,7 +5,7 @@ MatMulNBits settings) is ``ternarylm.format.relower.lower``, re-exported here.""
 
 from __future__ import annotations
 
-from ternarylm.export.targets import TARGETS, Target, get_target
+from ternarylm.format.targets import TARGETS, Target, get_target
 
 from ternarylm.format.relower import lower
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import click
-from ternarylm.export.targets import TARGETS
+from ternarylm.format.targets import TARGETS
 
 from ternarylm.format.cli_errors import user_errors
-from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
 
 EXAMPLES = """
 \b
@@ -97,25 +96,16 @@ def _summarise(path):
 def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, json_path):
     """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance."""
     import json
-    from pathlib import Path
 
+    from ternarylm.export.verify import verify_export
     from ternarylm.format.cli_table import print_table
 
     engine_list = [e.strip() for e in engines.split(",") if e.strip()]
-    config_path = Path(export_dir) / "config.json"
-    kind = json.loads(config_path.read_text()).get("kind") if config_path.is_file() else None
-    if kind == SEQUENCE_CLASSIFICATION:
-        from ternarylm.export.classifier import verify_classifier_export
 
-        report = verify_classifier_export(export_dir, checkpoint, engines=engine_list, logit_tol=logit_tol,
-                                          min_agreement=min_agreement)
-        agreement, agreement_label = "argmax_agreement", "label agreement"
-    else:
-        from ternarylm.export.verify import verify_export
-
-        report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
-                               engines=engine_list, logit_tol=logit_tol, min_agreement=min_agreement)
-        agreement, agreement_label = "greedy_agreement", "greedy agreement"
+    report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
+                           engines=engine_list, logit_tol=logit_tol, min_agreement=min_agreement)
+    agreement = report["agreement"]
+    agreement_label = {"greedy_agreement": "greedy agreement", "argmax_agreement": "label agreement"}[agreement]
     rows = [(e, f"{r['max_logit_diff']:.2e}", f"{r['tolerance']:.1e}", f"{r[agreement]:.3f}",
              "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
     print_table(rows, ("engine", "max |Δlogit| / max |logit|", "tolerance", agreement_label, "result"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ternarylm.export.decoder import architecture
-from ternarylm.export.graph import FLOAT16
 
 import ternarylm
 from ternarylm.format import lowering
@@ -24,7 +23,7 @@ def lower_linears(model, weight_map, target, config, block_size: int | None) -> 
     if config.precision != "ternary":
         return info
     if target.dense:
-        dtype = np.float16 if target.dtype == FLOAT16 else np.float32
+        dtype = np.dtype(target.activation_dtype).type
         lowering.ternary_to_dense(model, weight_map, dtype)
         lowering.int_to_dense(model, weight_map, dtype)
         info["dense"] = {"op": "MatMul", "dtype": np.dtype(dtype).name, "act_bits": 0,

@@ -1,10 +1,12 @@
-"""``verify``: run PyTorch, onnxruntime and the NumPy runtime on the same prompts and compare.
+"""``verify``: run PyTorch, onnxruntime and the NumPy runtime on the same inputs and compare.
 
-Two measures per engine: the max |logit difference| to PyTorch on the same token sequence
-(teacher-forced, so one flipped token cannot cascade), relative to the largest PyTorch logit; and
-greedy-token agreement of the engine's own KV-cached generation with PyTorch's.
+One entry point for every kind of export (``verify_export``; the kind is read from config.json).
+Two measures per engine (``ternarylm.format.compare``): the max |logit difference| to PyTorch on the same
+token sequence (teacher-forced, so one flipped token cannot cascade), relative to the largest PyTorch
+logit; and agreement: for a language model, greedy tokens of the engine's own KV-cached generation
+against PyTorch's; for a classifier, the share of inputs given the same label.
 
-Tolerances: the ``portable`` target computes what training computes (per-token int8 activations,
+Tolerances (each target's ``relative_tolerance`` in ``targets.py``): the ``portable`` target computes what training computes (per-token int8 activations,
 exact ternary weights), so it matches up to float rounding — and the occasional activation that float rounding moves across
 an int8 rounding boundary, which shifts logits by about 1e-3 of their range (hence 1e-2). MatMulNBits quantises activations per
 block of the K axis instead of per token, a quantised head/embedding adds its own error, and the
@@ -20,9 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ternarylm.format.compare import argmax_agreement, relative_max_diff
+from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
+
 DEFAULT_PROMPTS = ("Once upon a time", "The little dog ran to the", "\"Can we play?\" asked")
-RELATIVE_TOLERANCE = {"portable": 1e-2}
-DEFAULT_RELATIVE_TOLERANCE = 0.15
+DEFAULT_TEXTS = ("The little dog ran to the park.", "\"Can we play?\" asked Tom.", "It was a cold and rainy day.",
+                 "Lily found a red ball under the tree.", "The cat slept all day in the warm sun.")
+ENGINES = ("ort", "numpy")
+DEFAULT_RELATIVE_TOLERANCE = 0.15  # a target the registry does not know (an export from a newer version)
 
 
 def _torch_reference(model, ids: list[int], max_new_tokens: int):
@@ -68,28 +75,30 @@ def _engine_greedy(engine, prompt: list[int], n: int) -> list[int]:
     return ids
 
 
-def load_engine(name: str, export_dir: Path):
-    from ternarylm.runtime_py import load_engine as load
+def _check_engines(engines) -> list[str]:
+    engines = list(engines)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ValueError(f"unknown engine {unknown[0] if unknown else '(none)'}; use {' or '.join(ENGINES)}")
+    return engines
 
-    if name not in ("ort", "numpy"):
-        raise ValueError(f"unknown engine {name!r}; use ort or numpy")
-    return load(export_dir, engine=name)
+
+def _engine_result(got, ref, agreement: float, agreement_key: str, tol: float, min_agreement: float) -> dict:
+    diff = relative_max_diff(got, ref)
+    return {"max_logit_diff": diff, "tolerance": tol, agreement_key: agreement,
+            "passed": bool(diff <= tol and agreement >= min_agreement)}
 
 
-def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16, engines=("ort", "numpy"),
-                  logit_tol: float | None = None, min_agreement: float = 0.9) -> dict:
+def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
+                           prompts=None, max_new_tokens: int = 16, **_) -> dict:
     from tokenizers import Tokenizer
 
-    from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
+    from ternarylm.checkpoint import model_from_checkpoint
+    from ternarylm.runtime_py import load_engine
 
-    export_dir = Path(export_dir)
-    config = json.loads((export_dir / "config.json").read_text())
-    target = config["export"]["target"]
-    ckpt = load_checkpoint(checkpoint)
     model = apply_precision_plan(model_from_checkpoint(ckpt), config["export"].get("keep_precision"))
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
-    tol = logit_tol if logit_tol is not None else RELATIVE_TOLERANCE.get(target, DEFAULT_RELATIVE_TOLERANCE)
-    prompts = prompts or list(DEFAULT_PROMPTS)
+    prompts = list(prompts or DEFAULT_PROMPTS)
     references = []
     for prompt in prompts:
         ids = tokenizer.encode(prompt).ids
@@ -97,20 +106,86 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16
             raise ValueError(f"prompt {prompt!r} is empty after tokenization")
         full, logits = _torch_reference(model, ids, max_new_tokens)
         references.append((ids, full, logits))
-    report = {"export_dir": str(export_dir), "target": target, "checkpoint": str(checkpoint), "prompts": prompts,
-              "relative_tolerance": tol, "min_agreement": min_agreement, "engines": {}}
+    results = {}
     for name in engines:
-        engine = load_engine(name, export_dir)
+        engine = load_engine(export_dir, engine=name)
         diffs, agree, total = [], 0, 0
         for ids, full, ref in references:
-            got = _engine_logits(engine, full)
-            diffs.append(float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-6)))
+            diffs.append(relative_max_diff(_engine_logits(engine, full), ref))
             gen = _engine_greedy(engine, ids, max_new_tokens)
             agree += sum(a == b for a, b in zip(gen[len(ids):], full[len(ids):]))
             total += len(full) - len(ids)
-        max_diff = max(diffs)
-        agreement = agree / max(total, 1)
-        report["engines"][name] = {"max_logit_diff": max_diff, "tolerance": tol, "greedy_agreement": agreement,
-                                   "passed": bool(max_diff <= tol and agreement >= min_agreement)}
+        max_diff, agreement = max(diffs), agree / max(total, 1)
+        results[name] = {"max_logit_diff": max_diff, "tolerance": tol, "greedy_agreement": agreement,
+                         "passed": bool(max_diff <= tol and agreement >= min_agreement)}
+    return {"prompts": prompts, "engines": results}
+
+
+def default_inputs(pair: bool) -> list:
+    """Built-in classifier inputs: sentences, or for pair classifiers each paired with itself and the next."""
+    texts = list(DEFAULT_TEXTS)
+    if not pair:
+        return texts
+    return [(t, t) for t in texts] + [(t, texts[(i + 1) % len(texts)]) for i, t in enumerate(texts)]
+
+
+def _verify_classifier(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
+                       inputs=None, **_) -> dict:
+    import torch
+
+    from ternarylm.checkpoint import model_from_checkpoint
+    from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
+    from ternarylm.runtime_py import load_classifier
+
+    model = model_from_checkpoint(ckpt, expect_kind=SEQUENCE_CLASSIFICATION)
+    apply_precision_plan(model, config["export"].get("keep_precision"))
+    results, reference, count = {}, None, 0
+    for name in engines:
+        clf = load_classifier(export_dir, engine=name)
+        if reference is None:
+            items = list(inputs) if inputs else default_inputs(clf.spec.pair)
+            ids, mask = clf.encode(items)
+            with torch.no_grad():
+                reference = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+            count = len(items)
+        got = clf.engine.logits(ids, mask)
+        results[name] = _engine_result(got, reference, argmax_agreement(got, reference), "argmax_agreement", tol,
+                                       min_agreement)
+    return {"inputs": count, "engines": results}
+
+
+# What verify compares, per config.json kind: the reference run and the agreement it reports.
+VERIFIERS = {CAUSAL_LM: (_verify_language_model, "greedy_agreement"),
+             SEQUENCE_CLASSIFICATION: (_verify_classifier, "argmax_agreement")}
+
+
+def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16, engines=ENGINES,
+                  logit_tol: float | None = None, min_agreement: float = 0.9, inputs=None) -> dict:
+    """Compare an export folder (either engine) with the PyTorch model of ``checkpoint``.
+
+    Language models: ``prompts`` (default: three built-in ones), ``max_new_tokens`` of greedy generation;
+    classifiers: ``inputs`` (texts or pairs; default: built-in sentences). The tolerance defaults to the
+    target's (``targets.py``). Returns the report: per engine max relative logit difference, agreement,
+    passed; ``passed`` overall.
+    """
+    from ternarylm.checkpoint import load_checkpoint
+    from ternarylm.format.targets import TARGETS
+
+    export_dir = Path(export_dir)
+    if not (export_dir / "config.json").is_file():
+        raise ValueError(f"{export_dir}: no config.json; pass the folder ternary-export onnx wrote")
+    config = json.loads((export_dir / "config.json").read_text())
+    kind = config.get("kind", CAUSAL_LM)
+    if kind not in VERIFIERS:
+        raise ValueError(f"{export_dir / 'config.json'}: kind {kind!r} cannot be verified; "
+                         f"supported: {', '.join(VERIFIERS)}")
+    target = config.get("export", {}).get("target")
+    known = TARGETS.get(target)
+    tol = logit_tol if logit_tol is not None else (known.relative_tolerance if known else DEFAULT_RELATIVE_TOLERANCE)
+    run, agreement_key = VERIFIERS[kind]
+    found = run(export_dir, config, load_checkpoint(checkpoint), _check_engines(engines), tol, min_agreement,
+                prompts=prompts, max_new_tokens=max_new_tokens, inputs=inputs)
+    report = {"export_dir": str(export_dir), "kind": kind, "target": target, "checkpoint": str(checkpoint),
+              "relative_tolerance": tol, "min_agreement": min_agreement, "agreement": agreement_key, **found}
     report["passed"] = all(r["passed"] for r in report["engines"].values())
     return report

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from ternarylm.devices.profile import (EXPORT_TARGETS, ProfileError, families, known_names, load_profile,
-                                       load_profiles)
+from ternarylm.devices.profile import ProfileError, families, known_names, load_profile, load_profiles
+from ternarylm.format.targets import TARGETS
 
 EXPECTED = {
     "cpu": ("ort-cpu", 2, False),
@@ -28,13 +28,13 @@ def test_profile_fields(name):
     p = load_profile(name)
     target, bits, gpu = EXPECTED[name]
     assert p.export_target == target and p.lowering.bits == bits and p.uses_gpu == gpu
-    assert p.export_target in EXPORT_TARGETS
+    assert p.export_target in TARGETS
     assert p.providers[-1] == "CPUExecutionProvider"
     assert p.memory_budget_mb > 0 and p.recommended_context >= 512 and p.notes
     assert p.lowering.block_size in (32, 64, 128) and p.lowering.accuracy_level is not None
     assert p.tune.lowerings, "every profile gives --tune candidates"
     for lw in p.tune.lowerings:
-        assert lw.target in EXPORT_TARGETS and lw.bits in (2, 4)
+        assert lw.target in TARGETS and lw.bits in (2, 4)
     json.dumps(p.to_dict())  # JSON round-trip of the whole profile (report.json embeds it)
     if gpu:
         assert p.lowering.activation_dtype == "float16"

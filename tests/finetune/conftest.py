@@ -30,14 +30,14 @@ def finetuned(tiny_ckpt, mrpc_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def classifier_export(finetuned, tmp_path_factory):
     """``classifier_export(target) -> Path``: the fine-tuned classifier exported once per target."""
-    from ternarylm.export.classifier import export_classifier_checkpoint
+    from ternarylm.export.api import export_checkpoint
 
     root = tmp_path_factory.mktemp("clf-exports")
     done: dict[str, Path] = {}
 
     def get(target: str) -> Path:
         if target not in done:
-            done[target] = export_classifier_checkpoint(finetuned[0] / "ckpt.pt", root / target, target=target)
+            done[target] = export_checkpoint(finetuned[0] / "ckpt.pt", root / target, target=target)
         return done[target]
 
     return get

@@ -110,39 +110,49 @@ def test_left_padding_and_reference_runtime(classifier_export, torch_classifier,
 
 
 def test_verify_and_predict_cli(classifier_export, finetuned):
-    from ternarylm.export.classifier import verify_classifier_export
+    from ternarylm.export.verify import verify_export
 
     folder = classifier_export("portable")
-    report = verify_classifier_export(folder, finetuned[0] / "ckpt.pt")
+    report = verify_export(folder, finetuned[0] / "ckpt.pt")
     assert report["passed"], report
     # the device side: no torch, through ternary-finetune predict and the Python API
     code = ("import sys; from ternarylm.runtime_py import load_classifier; "
             f"c = load_classifier({str(folder)!r}, engine='numpy'); p = c.predict([('Tom saw a dog.', 'Tom saw a dog.')]); "
             "assert p.shape == (1, 2); assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    pairs = [("Lily saw a ball in the park.", "In the park, Lily spotted a ball."),
+             ("Ben found a box in the house.", "In the stream, Max discovered a cake.")]
     proc = subprocess.run([sys.executable, "-m", "ternarylm.cli.finetune", "predict", str(folder), "--engine", "numpy",
-                           "--text", "Lily saw a ball in the park.", "--text2", "In the park, Lily spotted a ball.",
-                           "--text", "Ben found a box in the house.", "--text2", "In the stream, Max discovered a cake."],
+                           *[arg for a, b in pairs for arg in ("--text", a, "--text2", b)]],
                           capture_output=True, text=True, check=True)
-    assert proc.stdout.count("equivalent") >= 2
+    # one table row per pair, each the Python API's label and probabilities (printed to 4 decimals)
+    clf = load_classifier(folder, engine="numpy")
+    probs = clf.predict(pairs)
+    header, rule, *rows = proc.stdout.strip().splitlines()
+    assert header.split()[:3] == ["input", "label", "probability"] and set(rule) <= {"-", " "}
+    assert len(rows) == len(pairs), proc.stdout
+    for i, (row, p) in enumerate(zip(rows, probs)):
+        cells = row.split()
+        assert cells[:2] == [str(i), clf.labels[int(p.argmax())]], row
+        assert [float(c) for c in cells[2:]] == pytest.approx([p.max(), *p], abs=5e-5), row
 
 
 def test_export_is_deterministic_and_refuses_other_kinds(classifier_export, finetuned, tiny_ckpt, tmp_path):
-    from ternarylm.export.classifier import build_classifier_model, export_classifier_checkpoint
+    from ternarylm.export.api import build_model, export_checkpoint
 
-    again = export_classifier_checkpoint(finetuned[0] / "ckpt.pt", tmp_path / "again", target="portable")
+    again = export_checkpoint(finetuned[0] / "ckpt.pt", tmp_path / "again", target="portable")
     assert (again / "model.onnx").read_bytes() == (classifier_export("portable") / "model.onnx").read_bytes()
     with pytest.raises(ValueError, match="causal-lm checkpoint, not a sequence-classification"):
-        build_classifier_model(load_checkpoint(tiny_ckpt), "portable")
+        build_model(load_checkpoint(tiny_ckpt), "portable", expect_kind="sequence-classification")
     with pytest.raises(ValueError, match="not available for classifiers"):
-        build_classifier_model(load_checkpoint(finetuned[0] / "ckpt.pt"), "ort-cuda")
+        build_model(load_checkpoint(finetuned[0] / "ckpt.pt"), "ort-cuda")
     with pytest.raises(FileExistsError):
-        export_classifier_checkpoint(finetuned[0] / "ckpt.pt", tmp_path / "again")
+        export_checkpoint(finetuned[0] / "ckpt.pt", tmp_path / "again")
 
 
 def test_fp_classifier_exports_dense(tmp_path):
     """A classifier fine-tuned from the full-precision twin exports as fp32 (and only as fp32)."""
-    from ternarylm.export.classifier import build_classifier_model, export_classifier_checkpoint
+    from ternarylm.export.api import build_model, export_checkpoint
     from tokenizers import Tokenizer
 
     from ternarylm.checkpoint import save_checkpoint
@@ -163,8 +173,8 @@ def test_fp_classifier_exports_dense(tmp_path):
                                                   "labels": ["a", "b", "c"], "encoding": spec.to_dict()}}
     path = save_checkpoint(ckpt, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError, match="full precision"):
-        build_classifier_model(load_checkpoint(path), "portable")
-    folder = export_classifier_checkpoint(path, tmp_path / "fp32", target="fp32")
+        build_model(load_checkpoint(path), "portable")
+    folder = export_checkpoint(path, tmp_path / "fp32", target="fp32")
     texts = ["a b c", "d e f g h a b", "h"]
     for engine in ("ort", "numpy"):
         clf = load_classifier(folder, engine=engine)
@@ -176,7 +186,7 @@ def test_fp_classifier_exports_dense(tmp_path):
 
 def test_mixed_precision_classifier_exports(tmp_path):
     """Kept 4/8-bit and full-precision layers go through the LM exporter's generic weight kinds."""
-    from ternarylm.export.classifier import export_classifier_checkpoint
+    from ternarylm.export.api import export_checkpoint
 
     from ternarylm.checkpoint import save_checkpoint
     from ternarylm.classification import TernaryLMForSequenceClassification
@@ -196,7 +206,7 @@ def test_mixed_precision_classifier_exports(tmp_path):
                                                                   "labels": ["a", "b"], "encoding": spec.to_dict()}},
                            tmp_path / "ckpt.pt")
     for target, tol in (("portable", 2e-3), ("ort-cpu", 0.15)):
-        folder = export_classifier_checkpoint(path, tmp_path / target, target=target)
+        folder = export_checkpoint(path, tmp_path / target, target=target)
         kinds = {e["kind"] for e in json.loads((folder / "config.json").read_text())["weights"].values()}
         assert {"ternary", "int", "dense"} <= kinds if target == "portable" else {"nbits", "dense"} <= kinds
         for engine in ("ort", "numpy"):

@@ -1,0 +1,26 @@
+"""How two sets of logits are compared, everywhere the project checks one runtime against another
+(``ternary-export verify``, ``ternary-profile --tune``, the benchmarks): one definition, one meaning.
+
+    relative_max_diff(got, ref) = max|got - ref| / max|ref|     (scale-free: 0.01 is 1% of the largest logit)
+    argmax_agreement(got, ref)  = share of rows whose argmax is the same
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def relative_max_diff(got, ref) -> float:
+    """``max|got - ref| / max|ref|``; ``inf`` when the shapes differ."""
+    got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
+    if got.shape != ref.shape:
+        return float("inf")
+    return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-6))
+
+
+def argmax_agreement(got, ref) -> float:
+    """Share of positions (rows over the last axis) with the same argmax; 0 when the shapes differ."""
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        return 0.0
+    return float((got.argmax(-1) == ref.argmax(-1)).mean())
