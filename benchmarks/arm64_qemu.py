@@ -27,13 +27,15 @@ def run(model_dir: str, out: str, prompt_len: int, decode_tokens: int, threads: 
     import onnxruntime as ort
 
     from ternarylm.format.architecture import ModelConfig
+    from ternarylm.format.targets import fused_attention
     from ternarylm.onnxrt import SLOW_FALLBACK_MARKER, OrtDecoder, SessionSettings, replay
 
     cfg_path = os.path.join(model_dir, "config.json")
-    config = None
+    config, fused = None, False
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
-            config = ModelConfig.from_config_json(json.load(f))
+            config_json = json.load(f)
+        config, fused = ModelConfig.from_config_json(config_json), fused_attention(config_json)
     settings = SessionSettings(model=os.path.join(model_dir, "model.onnx"), intra_op_threads=threads,
                                log_info=True)  # INFO: the slow-path line is logged at this level
     # ORT logs to fd 2: point it at a file for the session's lifetime to look for the fallback line.
@@ -42,7 +44,7 @@ def run(model_dir: str, out: str, prompt_len: int, decode_tokens: int, threads: 
     os.dup2(log.fileno(), 2)
     try:
         t0 = time.perf_counter()
-        decoder = OrtDecoder(settings.create_session(), config)
+        decoder = OrtDecoder(settings.create_session(), config, fused_attention=fused)
         load_s = time.perf_counter() - t0
         tokens = np.random.default_rng(0).integers(0, decoder.io.vocab, size=prompt_len + decode_tokens).tolist()
         t0 = time.perf_counter()

@@ -4,7 +4,7 @@ SPEC is a JSON object (or ``@file.json``)::
 
     {"session": SessionSettings dict, "config": "DIR/config.json" | null,
      "prompt_len": 128, "decode_tokens": 64, "warmup": 1, "repeats": 3, "seed": 0,
-     "logits_out": "x.npy" | null, "memory_limit_mb": null}
+     "logits_out": "x.npy" | null, "memory_limit_mb": null, "kv_cache": "auto"}
 
 The last stdout line is ``TERNARYLM-MEASURE {json}`` with ``status`` ``ok`` / ``oom`` / ``error``.
 Needs only numpy and onnxruntime: it steps the model with ``ternarylm.onnxrt.OrtDecoder``, the decode
@@ -75,12 +75,15 @@ def nvidia_used_mb() -> float | None:
 
 
 def _config(path: str | None):
-    """The folder's ModelConfig when config.json is there (None: shapes from the graph alone)."""
+    """``(ModelConfig, fused attention)`` from the folder's config.json (``(None, False)`` without one:
+    shapes then come from the graph alone and the cache grows by concatenation)."""
     from ternarylm.format.architecture import ModelConfig
+    from ternarylm.format.targets import fused_attention
 
     if not path or not Path(path).is_file():
-        return None
-    return ModelConfig.from_config_json(json.loads(Path(path).read_text()))
+        return None, False
+    config_json = json.loads(Path(path).read_text())
+    return ModelConfig.from_config_json(config_json), fused_attention(config_json)
 
 
 def measure(spec: dict) -> dict:
@@ -90,7 +93,7 @@ def measure(spec: dict) -> dict:
     from ternarylm.onnxrt import OrtDecoder, SessionSettings, replay
 
     settings = SessionSettings.from_dict(spec["session"])
-    config = _config(spec.get("config"))
+    config, fused = _config(spec.get("config"))
     prompt_len, decode = int(spec.get("prompt_len", 128)), int(spec.get("decode_tokens", 64))
     warmup, repeats = int(spec.get("warmup", 1)), max(1, int(spec.get("repeats", 3)))
     wants_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in settings.providers)
@@ -102,7 +105,7 @@ def measure(spec: dict) -> dict:
     session = settings.create_session()
     load_s = time.perf_counter() - t0
     rss_load = proc_status_mb("VmRSS")
-    decoder = OrtDecoder(session, config)
+    decoder = OrtDecoder(session, config, fused_attention=fused, kv_cache=spec.get("kv_cache", "auto"))
     rng = np.random.default_rng(int(spec.get("seed", 0)))
     tokens = rng.integers(0, decoder.io.vocab, size=prompt_len + decode).tolist()
 
@@ -126,6 +129,7 @@ def measure(spec: dict) -> dict:
         "threads": settings.threads,
         "session_config": settings.session_config,
         "io": decoder.io.describe(),
+        "kv_cache": decoder.kv_cache,
         "prompt_len": prompt_len,
         "decode_tokens": decode,
         "warmup": warmup,

@@ -66,7 +66,8 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
                    "providers": list(target.providers), "lowering": lowering_info,
                    "source_precision": config.precision, "source_act_bits": act_bits,
                    "keep_precision": weights.kept() if weights.ternary else {},
-                   "keep_precision_override": dict(sorted((keep_precision or {}).items()))},
+                   "keep_precision_override": dict(sorted((keep_precision or {}).items())),
+                   "attention": "standard" if spec.standard_attention else target.attention},
         "weights": weight_map,
         **top_fields,
         "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
@@ -77,9 +78,11 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
 def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str = "2bit",
                       embedding: str | None = None, lm_head: str | None = None, block_size: int | None = None,
                       force: bool = False, keep_precision: dict | None = None,
-                      expect_kind: str | None = None) -> Path:
+                      expect_kind: str | None = None, max_length: int | None = None) -> Path:
     """Export ``ckpt_path`` (a language model or a fine-tuned classifier) to the folder ``out_dir``
-    (refuses to replace one unless ``force``). ``keep_precision``, ``expect_kind``: see ``build_model``."""
+    (refuses to replace one unless ``force``). ``keep_precision``, ``expect_kind``: see ``build_model``;
+    ``max_length``: onnxruntime-genai's prompt + generation length (its in-place KV buffer), default the
+    context."""
     from tokenizers import Tokenizer
 
     from ternarylm.checkpoint import load_checkpoint
@@ -99,8 +102,8 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
         "config.json": json_bytes(config_json),
         "tokenizer.json": tok_json.encode("utf-8"),
         "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special, spec.context(config_json))),
-        **{name: json_bytes(content) for name, content in spec.extra_files(config_json, special,
-                                                                            get_target(target)).items()},
+        **{name: json_bytes(content) for name, content in spec.extra_files(
+            config_json, special, get_target(target), max_length=max_length).items()},
     }
     manifest = {**({"kind": spec.kind} if spec.writes_kind else {}),
                 **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}

@@ -122,4 +122,4 @@ def classifier_fields(ckpt: dict, config, head) -> tuple[dict, dict]:
         "inputs": {"input_ids": ["batch_size", "sequence_length"], "attention_mask": ["batch_size", "sequence_length"]},
         "outputs": {"logits": ["batch_size", config.num_labels]},
     }
-    return {"score": "float", "attention": "standard"}, top
+    return {"score": "float"}, top

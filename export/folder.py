@@ -5,7 +5,15 @@ contract itself (manifest, format version, atomic write) is ``ternarylm.format.f
 from __future__ import annotations
 
 
-def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tuple) -> dict:
+def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tuple, shared_kv_buffer: bool = False,
+                 max_length: int | None = None) -> dict:
+    """onnxruntime-genai's config. ``shared_kv_buffer`` (the fused graph): past and present share one
+    ``max_length``-long buffer (``past_present_share_buffer``), so decoding does not copy the cache each
+    step; ``max_length`` (prompt + generated tokens, default the context) sizes that buffer."""
+    context = arch["max_position_embeddings"]
+    max_length = max_length or context
+    if not 0 < max_length <= context:
+        raise ValueError(f"--max-length must be between 1 and the model's context of {context}, got {max_length}")
     # sdpa_kernel=1 (flash attention): ORT's default cuDNN attention re-plans at every decode step (~35x slower).
     provider_options = [{"cuda": {"sdpa_kernel": "1"}}] if "CUDAExecutionProvider" in providers else []
     eos = special.get("eos")
@@ -33,8 +41,8 @@ def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tupl
             },
         },
         "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
-                   "max_length": arch["max_position_embeddings"], "min_length": 0, "no_repeat_ngram_size": 0,
-                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": False,
+                   "max_length": max_length, "min_length": 0, "no_repeat_ngram_size": 0,
+                   "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": bool(shared_kv_buffer),
                    "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
     }
 

@@ -37,8 +37,9 @@ class ExportKind:
     after_lowering: Callable  # (model, weight_map, target, arch, head) -> None
     fields: Callable  # (ckpt, config, head) -> (export-section fields, top-level fields)
     context: Callable  # config_json -> tokenizer_config.json's model_max_length
-    extra_files: Callable  # (config_json, special ids, target) -> {name: JSON-able dict}
+    extra_files: Callable  # (config_json, special ids, target, max_length=) -> {name: JSON-able dict}
     writes_kind: bool  # config.json / manifest.json name the kind (the LM predates the field)
+    standard_attention: bool  # always the standard-op attention, whatever the target (no KV cache to fuse)
 
 
 def head_block(arch: dict) -> int:
@@ -59,9 +60,12 @@ def _lm_after_lowering(model, weight_map, target, arch, head):
         lowering.quantize_head(model, weight_map, bits=HEAD_BITS[head], block_size=head_block(arch))
 
 
-def _lm_files(config_json, special, target):
-    fp16 = config_json["export"]["activation_dtype"] == "float16"
-    return {"genai_config.json": genai_config(config_json["architecture"], special, fp16, target.providers)}
+def _lm_files(config_json, special, target, max_length=None):
+    export = config_json["export"]
+    return {"genai_config.json": genai_config(config_json["architecture"], special,
+                                              export["activation_dtype"] == "float16", target.providers,
+                                              shared_kv_buffer=export["attention"] == "fused",
+                                              max_length=max_length)}
 
 
 def _classifier_emit(ckpt, arch, weights, target, packing, act_bits, head):
@@ -73,10 +77,11 @@ KINDS: dict[str, ExportKind] = {k.kind: k for k in [
                after_lowering=_lm_after_lowering,
                fields=lambda ckpt, config, head: ({"lm_head": head}, {}),
                context=lambda cfg: cfg["architecture"]["max_position_embeddings"], extra_files=_lm_files,
-               writes_kind=False),
+               writes_kind=False, standard_attention=False),
     ExportKind(SEQUENCE_CLASSIFICATION, "classifier", head_option=False, state=lambda ckpt: classifier_state(ckpt)[0],
                emit=_classifier_emit, after_lowering=lambda *a: None, fields=classifier_fields,
-               context=lambda cfg: cfg["encoding"]["max_len"], extra_files=lambda *a: {}, writes_kind=True),
+               context=lambda cfg: cfg["encoding"]["max_len"], extra_files=lambda *a, **k: {}, writes_kind=True,
+               standard_attention=True),
 ]}
 
 

@@ -55,11 +55,11 @@ def _split(value: str | None) -> list[str] | None:
 def build_ort(folder, config, device: str, threads: int | None, providers: list[str] | None, emulate: bool):
     """An OrtDecoder configured by the device profile (``ternarylm.devices``)."""
     from ternarylm.devices.deploy import runtime_settings
-    from ternarylm.onnxrt.decoder import OrtDecoder
+    from ternarylm.runtime_py.loader import ort_decoder
 
     rs = runtime_settings(folder.path, device=device, emulate=emulate, providers=providers, threads=threads,
                           verify=False)  # the folder was verified already
-    return OrtDecoder.from_settings(rs.session, config), rs.note
+    return ort_decoder(folder, rs.session, config), rs.note
 
 
 def _load(model_dir, engine, device, threads, providers, emulate, check_weights):

@@ -14,6 +14,7 @@ from ternarylm.format.architecture import ModelConfig
 from ternarylm.format.encoding import EncodingSpec
 from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 from ternarylm.format.folder import FolderError, ModelFolder, check_format, check_graph
+from ternarylm.format.targets import fused_attention
 from ternarylm.onnxrt.decoder import OrtDecoder
 from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.runtime_py.model import NumpyDecoder
@@ -96,14 +97,21 @@ def check_weights(path_or_folder, verify: bool = True):
     check_packed(_read_onnx(folder.model_path), folder.config.get("weights") or {})
 
 
-def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, **session_options) -> OrtDecoder:
-    """The onnxruntime engine; ``session_options``: providers, provider_options, threads,
+def load_ort(path_or_folder, verify: bool = True, check_packed: bool = False, kv_cache: str = "auto",
+             max_length: int | None = None, **session_options) -> OrtDecoder:
+    """The onnxruntime engine; ``kv_cache`` / ``max_length``: see ``OrtDecoder`` (``auto``: in place on
+    the fused graph of the ORT targets); ``session_options``: providers, provider_options, threads,
     session_config, log_severity, graph_optimization (see ``SessionSettings.from_options``)."""
     folder = _require_kind(_folder(path_or_folder, verify), CAUSAL_LM)
     if check_packed:
         check_weights(folder)
     settings = SessionSettings.from_options(folder.model_path, **session_options)
-    return OrtDecoder(settings.create_session(), load_config(folder))
+    return ort_decoder(folder, settings, load_config(folder), kv_cache=kv_cache, max_length=max_length)
+
+
+def ort_decoder(folder: ModelFolder, settings: SessionSettings, config: ModelConfig, **options) -> OrtDecoder:
+    """An ``OrtDecoder`` for ``folder`` with ``settings`` (a device profile's or ``load_ort``'s)."""
+    return OrtDecoder(settings.create_session(), config, fused_attention=fused_attention(folder.config), **options)
 
 
 def load_engine(path, engine: str = "ort", verify: bool = True, **options):

@@ -69,3 +69,14 @@ def get_target(name: str, kind: str | None = None, noun: str = "this kind of mod
         able = [t.name for t in TARGETS.values() if kind in t.kinds]
         raise ValueError(f"target {name!r} is not available for {noun}; choose one of {', '.join(able)}")
     return target
+
+
+def fused_attention(config_json: dict) -> bool:
+    """Whether an export's graph uses onnxruntime's fused attention (GroupQueryAttention): config.json's
+    ``export.attention`` (older exports: their target's). Such a graph can update its KV cache in place
+    (``ternarylm.onnxrt``)."""
+    export = config_json.get("export") or {}
+    if "attention" in export:
+        return export["attention"] == "fused"
+    target = TARGETS.get(export.get("target"))
+    return bool(target and target.attention == "fused")

@@ -8,8 +8,9 @@ is fed happens once. The IO names are the export folder's (docs/FORMATS.md)::
     past_key_values.{i}.key|value (B, kv_heads, past, head_dim)
       -> logits (B, T, V), present.{i}.key|value (B, kv_heads, past + T, head_dim)
 
-The cache stays in onnxruntime ``OrtValue`` buffers between calls (``run_with_ort_values``): no copy
-through NumPy per step. Shapes come from the session's own inputs; config.json's architecture fills in
+On the fused graph (GroupQueryAttention) the cache is updated in place: one buffer per layer bound as
+both past and present with IO binding, so a decode step writes one row instead of copying the cache.
+Elsewhere it stays in onnxruntime ``OrtValue`` buffers between calls (``run_with_ort_values``). Shapes come from the session's own inputs; config.json's architecture fills in
 symbolic dimensions and the context limit. No torch, no transformers.
 """
 
@@ -78,6 +79,21 @@ def _ortvalue(array: np.ndarray):
     return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
 
 
+KV_CACHE_MODES = ("auto", "in-place", "growing")
+MIN_CAPACITY = 256  # first in-place buffer length (tokens); it doubles up to the context when outgrown
+
+
+def check_right_padded(mask: np.ndarray) -> None:
+    """The fused graph's attention (GroupQueryAttention) keeps each row's tokens at the start of its cache
+    and counts them with the mask's row sums: a left-padded row would attend to the wrong keys."""
+    if mask.shape[0] > 1 or not mask.all():
+        valid = mask.sum(axis=1)
+        prefix = np.arange(mask.shape[1])[None, :] < valid[:, None]
+        if not np.array_equal(mask.astype(bool), prefix):
+            raise ValueError("this export's fused attention needs each row's tokens first and padding last "
+                             "(right padding); pad on the right, run the rows one by one, or use the numpy engine")
+
+
 class OrtDecoder:
     """onnxruntime decoder with the KV cache kept between ``forward`` calls (the engine interface of
     ``ternarylm.runtime_py``: ``forward``, ``reset``, ``past_length``, ``config``).
@@ -85,21 +101,42 @@ class OrtDecoder:
     ``session``: an ``onnxruntime.InferenceSession`` (build it with
     ``ternarylm.onnxrt.SessionSettings(...).create_session()``); ``config``: the folder's
     ``ModelConfig`` (None when profiling a bare graph: shapes then come from the graph alone).
+
+    ``kv_cache``:
+
+    - ``in-place``: one ``(B, kv_heads, capacity, head_dim)`` buffer per layer and per key/value,
+      bound with IO binding as both ``past_key_values.*`` and ``present.*``: GroupQueryAttention sees
+      they share memory and writes the new keys/values at row ``sum(mask) - 1`` instead of copying the
+      whole cache every step (onnxruntime-genai's ``past_present_share_buffer``). Needs the fused graph
+      (ORT targets and the dense twins) and right-padded batches. The buffer starts at
+      ``max_length`` (default 256 tokens) and doubles, up to the context, when outgrown.
+    - ``growing``: ``present.*`` of one call become the next call's ``past_key_values.*`` (any graph,
+      the portable target's standard-op attention included).
+    - ``auto``: ``in-place`` when ``fused_attention`` is true (the loader reads it from config.json's
+      target), else ``growing``.
     """
 
     name = "ort"
 
-    def __init__(self, session, config: ModelConfig | None = None):
+    def __init__(self, session, config: ModelConfig | None = None, *, kv_cache: str = "auto",
+                 fused_attention: bool = False, max_length: int | None = None):
+        if kv_cache not in KV_CACHE_MODES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_MODES)}, got {kv_cache!r}")
         self.session, self.config = session, config
         self.io = DecoderIO(session, config.to_dict() if config is not None else None)
         self.past_dtype = self.io.past_dtype
         self.context = config.max_position_embeddings if config is not None else None
+        if max_length is not None and self.context is not None and max_length > self.context:
+            raise ValueError(f"max_length {max_length} exceeds the model's context of {self.context}")
+        self.max_length = max_length
+        in_place = kv_cache == "in-place" or (kv_cache == "auto" and fused_attention)
+        self.kv_cache = "in-place" if in_place and self.io.past_names else "growing"
         self.reset()
 
     @classmethod
-    def from_settings(cls, settings, config: ModelConfig | None = None) -> OrtDecoder:
-        """From a ``SessionSettings`` (or anything with ``create_session()``)."""
-        return cls(settings.create_session(), config)
+    def from_settings(cls, settings, config: ModelConfig | None = None, **options) -> OrtDecoder:
+        """From a ``SessionSettings`` (or anything with ``create_session()``); ``options`` as for the class."""
+        return cls(settings.create_session(), config, **options)
 
     @property
     def providers(self) -> list[str]:
@@ -111,10 +148,12 @@ class OrtDecoder:
 
     def reset(self, batch_size: int = 1):
         io = self.io
-        empty = np.zeros((batch_size, io.kv_heads or 0, 0, io.head_dim or 0), io.past_dtype)
-        self._past = {name: _ortvalue(empty) for pair in io.past_names for name in pair}
         self._mask = np.zeros((batch_size, 0), np.int64)
         self._length, self._batch = 0, batch_size
+        self._buffers, self._arrays, self._binding = None, None, None  # in-place: allocated by the first forward
+        if self.kv_cache == "growing":
+            empty = np.zeros((batch_size, io.kv_heads or 0, 0, io.head_dim or 0), io.past_dtype)
+            self._past = {name: _ortvalue(empty) for pair in io.past_names for name in pair}
 
     def forward(self, input_ids, position_ids=None, attention_mask=None, last_only: bool = False) -> np.ndarray:
         """input_ids ``(B, T)`` -> logits ``(B, T, V)`` float32 (``(B, 1, V)`` when ``last_only``).
@@ -133,22 +172,95 @@ class OrtDecoder:
             self.reset(b)
         if attention_mask is None:
             attention_mask = np.concatenate([self._mask, np.ones((b, t), np.int64)], axis=1)
-        attention_mask = np.asarray(attention_mask, np.int64)
+        attention_mask = np.ascontiguousarray(attention_mask, np.int64)
         if position_ids is None:
             position_ids = np.broadcast_to(np.arange(past, past + t, dtype=np.int64), (b, t))
+        position_ids = np.ascontiguousarray(position_ids, np.int64)
+        if self.kv_cache == "in-place":
+            logits = self._run_in_place(input_ids, attention_mask, position_ids, past)
+        else:
+            logits = self._run_growing(input_ids, attention_mask, position_ids)
+        self._mask, self._length = attention_mask, past + t
+        if last_only:
+            logits = logits[:, -1:]
+        return np.asarray(logits, np.float32)
+
+    def _run_growing(self, input_ids, attention_mask, position_ids) -> np.ndarray:
         feed = {"input_ids": _ortvalue(input_ids), **self._past}
         if "attention_mask" in self.io.input_names:
             feed["attention_mask"] = _ortvalue(attention_mask)
         if "position_ids" in self.io.input_names:
-            feed["position_ids"] = _ortvalue(np.asarray(position_ids, np.int64))
+            feed["position_ids"] = _ortvalue(position_ids)
         logits, *presents = self.session.run_with_ort_values(self.io.output_names, feed)
         past_names = [name for pair in self.io.past_names for name in pair]
         self._past = dict(zip(past_names, presents))
-        self._mask, self._length = attention_mask, past + t
-        logits = logits.numpy()
-        if last_only:
-            logits = logits[:, -1:]
-        return np.asarray(logits, np.float32)
+        return logits.numpy()
+
+    def _run_in_place(self, input_ids, attention_mask, position_ids, past: int) -> np.ndarray:
+        b, t = input_ids.shape
+        if past == 0:
+            check_right_padded(attention_mask)
+        elif t > 1 and b > 1:
+            raise ValueError("with a cache, onnxruntime's attention takes several new tokens only at batch "
+                             "size 1; feed them one by one")
+        self._ensure_capacity(past + t)
+        binding = self._binding
+        binding.bind_cpu_input("input_ids", input_ids)
+        if "attention_mask" in self.io.input_names:
+            binding.bind_cpu_input("attention_mask", attention_mask)
+        if "position_ids" in self.io.input_names:
+            binding.bind_cpu_input("position_ids", position_ids)
+        if t == 1:  # decode: logits into a buffer allocated once
+            binding.bind_ortvalue_output("logits", self._step_logits_value)
+        else:
+            binding.bind_output("logits", "cpu")
+        self.session.run_with_iobinding(binding)
+        if t == 1:
+            return self._step_logits.copy()
+        return binding.get_outputs()[0].numpy()
+
+    def _ensure_capacity(self, needed: int) -> None:
+        """Allocate (or grow, keeping the cached rows) the shared past/present buffers and bind them.
+
+        On the CPU they are NumPy arrays (pages are committed as rows are written, so a long buffer costs
+        only what is used); on CUDA they are device OrtValues sized once to ``max_length`` or the context.
+        """
+        import onnxruntime as ort
+
+        io, b = self.io, self._batch
+        have = self._buffers[0].shape()[2] if self._buffers else 0
+        if needed <= have:
+            return
+        on_gpu = self.providers[0] == "CUDAExecutionProvider"
+        if on_gpu:
+            if have:
+                raise ValueError(f"{needed} tokens exceed the in-place cache of {have} (max_length); "
+                                 "raise max_length")
+            capacity = max(self.max_length or self.context or needed, needed)
+        else:
+            limit = self.context or max(needed, 2 * have, MIN_CAPACITY)
+            capacity = self.max_length or MIN_CAPACITY
+            while capacity < needed:
+                capacity *= 2
+            capacity = min(max(capacity, needed), limit)
+        shape = (b, io.kv_heads, capacity, io.head_dim)
+        names = [name for pair in io.past_names for name in pair]
+        old, self._arrays = getattr(self, "_arrays", None), []
+        if on_gpu:
+            self._buffers = [ort.OrtValue.ortvalue_from_shape_and_type(shape, io.past_dtype, "cuda", 0) for _ in names]
+        else:
+            self._arrays = [np.empty(shape, io.past_dtype) for _ in names]
+            if old and have:  # only the rows written so far matter; the rest is never read
+                for new, prev in zip(self._arrays, old):
+                    new[:, :, :have] = prev[:, :, :have]
+            self._buffers = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._arrays]
+        self._binding = binding = self.session.io_binding()
+        self._step_logits = np.empty((b, 1, io.vocab), np.float32)
+        self._step_logits_value = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
+        binding.bind_output("logits", "cpu")  # first, so it stays get_outputs()[0]
+        for name, value in zip(names, self._buffers):
+            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output(name.replace("past_key_values", "present"), value)
 
 
 def replay(decoder: OrtDecoder, tokens, prompt_len: int, decode_tokens: int, keep_logits: bool):

@@ -191,7 +191,7 @@ def write_folder(out: Path, variant: str = "nbits", target: str | None = None, a
     model, wmap = build(variant, arch=arch, **kwargs)
     onnx.save(model, out / "model.onnx")
     config = {"format": "ternarylm-export", "format_version": 1, "architecture": arch,
-              "export": {"target": target, "packing": "2bit", "act_bits": 0,
+              "export": {"target": target, "packing": "2bit", "act_bits": 0, "attention": "standard",
                          "activation_dtype": kwargs.get("kv_dtype", "float32")},
               "weights": wmap, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     (out / "config.json").write_text(json.dumps(config, indent=2))

@@ -1,0 +1,121 @@
+"""The in-place KV cache (one past/present buffer per layer, IO binding) against the growing cache and
+the NumPy runtime, on real exports.
+
+Tolerances: in-place vs growing on the same session runs the same kernels on the same numbers, so
+they must agree to float32 rounding (1e-6 of the largest logit). Against the NumPy runtime the ``fp32``
+twin (no activation quantisation, dense weights) agrees to 1e-4 (summation order in BLAS vs MLAS).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ternarylm.runtime_py import generate, load_numpy, load_ort
+
+SAME_KERNELS = 1e-6
+FP32_VS_NUMPY = 1e-4
+
+
+@pytest.fixture(scope="module")
+def ids(prompt_ids):
+    return np.array([prompt_ids], np.int64)
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def _steps(engine, prompt: np.ndarray, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Prefill ``prompt`` (B, T), then feed each row's argmax ``n`` times: logits per step and the tokens."""
+    engine.reset(prompt.shape[0])
+    logits = [engine.forward(prompt, last_only=True)[:, -1]]
+    tokens = []
+    for _ in range(n):
+        nxt = logits[-1].argmax(-1)[:, None]
+        tokens.append(nxt)
+        logits.append(engine.forward(nxt, last_only=True)[:, -1])
+    return logits, np.concatenate(tokens, axis=1)
+
+
+@pytest.mark.parametrize("name", ["fp32", "ort-cpu"])
+def test_in_place_equals_growing_through_buffer_growth(name, export_dir, ids):
+    folder = export_dir(name)
+    in_place = load_ort(folder, max_length=8)  # the buffer grows 8 -> 16 -> 32 -> 64 during the run
+    growing = load_ort(folder, kv_cache="growing")
+    assert in_place.kv_cache == "in-place" and growing.kv_cache == "growing"
+    got, got_tokens = _steps(in_place, ids, 40)
+    ref, ref_tokens = _steps(growing, ids, 40)
+    assert np.array_equal(got_tokens, ref_tokens)
+    for a, b in zip(got, ref):
+        assert rel(a, b) < SAME_KERNELS
+    assert in_place.past_length == ids.shape[1] + 40 and in_place._arrays[0].shape[2] == 64
+
+
+def test_in_place_greedy_equals_numpy_batch_1_and_2(export_dir, prompt_ids):
+    folder = export_dir("fp32")
+    ort_engine, np_engine = load_ort(folder), load_numpy(folder)
+    got, _ = generate(ort_engine, prompt_ids, 24)
+    want, _ = generate(np_engine, prompt_ids, 24)
+    assert got == want and ort_engine.kv_cache == "in-place"
+    batch = np.array([prompt_ids, prompt_ids[::-1]], np.int64)  # two different rows, same length
+    got_logits, got_tokens = _steps(ort_engine, batch, 16)
+    want_logits, want_tokens = _steps(np_engine, batch, 16)
+    assert np.array_equal(got_tokens, want_tokens)
+    assert max(rel(a, b) for a, b in zip(got_logits, want_logits)) < FP32_VS_NUMPY
+
+
+def test_right_padded_batch_rows_equal_their_own_runs(export_dir, prompt_ids):
+    engine = load_ort(export_dir("fp32"))
+    short = prompt_ids[:-4]
+    padded = np.array([prompt_ids, short + [0] * 4], np.int64)
+    mask = np.array([[1] * len(prompt_ids), [1] * len(short) + [0] * 4], np.int64)
+    both = engine.forward(padded, attention_mask=mask)
+    alone = [load_ort(export_dir("fp32")).forward(np.array([row], np.int64))[0] for row in (prompt_ids, short)]
+    assert rel(both[0], alone[0]) < FP32_VS_NUMPY
+    assert rel(both[1, :len(short)], alone[1]) < FP32_VS_NUMPY
+    # one decode step: each row continues from its own last token
+    nxt = np.array([[alone[0][-1].argmax()], [alone[1][-1].argmax()]], np.int64)
+    step = engine.forward(nxt, attention_mask=np.concatenate([mask, np.ones((2, 1), np.int64)], axis=1))
+    for row, prompt in enumerate((prompt_ids, short)):
+        solo = load_ort(export_dir("fp32"))
+        solo.forward(np.array([prompt], np.int64))
+        assert rel(step[row], solo.forward(nxt[row:row + 1])[0]) < FP32_VS_NUMPY
+
+
+def test_left_padded_batch_is_refused_in_one_line(export_dir, prompt_ids):
+    engine = load_ort(export_dir("ort-cpu"))
+    padded = np.array([prompt_ids, [0] * 4 + prompt_ids[:-4]], np.int64)
+    mask = np.array([[1] * len(prompt_ids), [0] * 4 + [1] * (len(prompt_ids) - 4)], np.int64)
+    with pytest.raises(ValueError, match="right padding") as err:
+        engine.forward(padded, attention_mask=mask)
+    assert "\n" not in str(err.value)
+
+
+def test_portable_graph_keeps_the_growing_cache(export_dir, ids):
+    engine = load_ort(export_dir("portable-2bit"))
+    assert engine.kv_cache == "growing"
+    with pytest.raises(ValueError, match="max_length 100000 exceeds the model's context"):
+        load_ort(export_dir("fp32"), max_length=100_000)
+
+
+def test_genai_config_shares_the_buffer_on_fused_graphs(export_dir, trained, tmp_path):
+    """onnxruntime-genai gets the same in-place cache (``past_present_share_buffer``) where the graph
+    allows it; ``--max-length`` sizes it and is refused beyond the context."""
+    import json
+
+    from clitools import cli
+
+    def genai(folder):
+        return json.loads((folder / "genai_config.json").read_text())["search"]
+
+    assert genai(export_dir("ort-cpu"))["past_present_share_buffer"] is True
+    assert genai(export_dir("fp32"))["past_present_share_buffer"] is True
+    assert genai(export_dir("portable-2bit"))["past_present_share_buffer"] is False
+    _, ckpt = trained
+    context = json.loads((export_dir("ort-cpu") / "config.json").read_text())["architecture"]["max_position_embeddings"]
+    cli("ternarylm.export.cli", "onnx", ckpt, "--out", tmp_path / "short", "--max-length", "48")
+    assert genai(tmp_path / "short")["max_length"] == 48
+    proc = cli("ternarylm.export.cli", "onnx", ckpt, "--out", tmp_path / "long", "--max-length", str(context + 1),
+               check=False)
+    assert proc.returncode == 1 and f"context of {context}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "long").exists()
