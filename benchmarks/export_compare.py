@@ -105,6 +105,7 @@ def main():
     from ternarylm.devices.runner import MeasureRequest, run_measurement
     from ternarylm.onnxrt.session import SessionSettings
     from ternarylm.export.api import export_checkpoint
+    from ternarylm.format.folder import model_file_bytes
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="export-compare-"))
@@ -118,7 +119,7 @@ def main():
         t0 = time.perf_counter()
         export_checkpoint(ckpt, folder, target=target, **opts)
         export_s = time.perf_counter() - t0
-        size = (folder / "model.onnx").stat().st_size
+        size = model_file_bytes(folder / "model.onnx")
         req = MeasureRequest(session=SessionSettings(model=str(folder / "model.onnx"), intra_op_threads=args.threads),
                              config=str(folder / "config.json"), prompt_len=args.prompt_len,
                              decode_tokens=args.decode_tokens, repeats=args.repeats, extra={"label": label})

@@ -29,7 +29,7 @@ from ternarylm.devices.profile import ProfileError, families, load_profiles
 from ternarylm.onnxrt.session import SessionSettings
 from ternarylm.devices.tune import TuneError, TuneResult, run_tune
 from ternarylm.format.entries import CAUSAL_LM
-from ternarylm.format.folder import FolderError, ModelFolder, architecture_mismatch
+from ternarylm.format.folder import FolderError, ModelFolder, architecture_mismatch, model_file_bytes
 
 
 def _prompt_lens(text: str) -> list[int]:
@@ -228,6 +228,12 @@ def _print_results(run: ProfileRun) -> None:
             click.echo(f"{r['model']} prompt {r['prompt_len']}: {r['status']}: {r.get('message', '')}")
         elif r.get("slow_fallback"):
             click.echo(f"{r['model']}: onnxruntime took its slow MatMulNBits fallback (unpacked compute)")
+    for r in run.results:
+        m = r.get("memory_mb")
+        if r["status"] == "ok" and m:
+            click.echo(f"memory {r['model']} prompt {r['prompt_len']}: imports {m['imports']:.0f} + session "
+                       f"{m['session']:.0f} (file-backed {m['session_file_backed'] or 0:.0f}) + generation "
+                       f"{m['generation']:.0f} (KV cache {m['kv_cache']:.1f}) = peak {m['peak']:.0f} MB")
     for note in run.notes:
         click.echo(f"note: {note}")
 
@@ -272,7 +278,7 @@ def _measure_all(settings, folders, targets, prompt_lens, decode_tokens, warmup,
             res = run_measurement(req)
             res["prompt_len"] = n
             res["model_file"] = s.model
-            res["model_bytes"] = Path(s.model).stat().st_size if s.model != str(folder.model_path) \
+            res["model_bytes"] = model_file_bytes(s.model) if s.model != str(folder.model_path) \
                 else folder.model_bytes
             results.append(res)
     return results

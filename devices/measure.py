@@ -15,6 +15,7 @@ Method (what every figure means)::
 
     load_s           InferenceSession construction
     peak_rss_mb      VmHWM of this process at the end (python + numpy + onnxruntime + model)
+    memory_mb        that peak broken down: imports, session (of it file_backed), generation, kv_cache
     prefill_ms       median over repeats of one run on prompt_len tokens with an empty cache,
                      logits fetched to host memory
     decode_ms_*      per-token latency of decode_tokens single-token steps fed with the previous
@@ -86,6 +87,17 @@ def _config(path: str | None):
     return ModelConfig.from_config_json(config_json), fused_attention(config_json)
 
 
+def memory_breakdown(rss_import, rss_load, file_backed_load, peak, kv_mb) -> dict | None:
+    """Where the peak resident memory goes (MB): ``imports`` (python, numpy, onnxruntime), ``session``
+    (weights, onnxruntime's prepacked copies, the graph; ``session_file_backed`` of it is memory-mapped
+    model data the OS can share and drop), ``generation`` (the rest of the peak: KV cache, activations,
+    the arena) with ``kv_cache`` the cache's size for the workload."""
+    if None in (rss_import, rss_load, peak):
+        return None  # not Linux
+    return {"imports": rss_import, "session": rss_load - rss_import, "session_file_backed": file_backed_load,
+            "generation": max(peak - rss_load, 0.0), "kv_cache": kv_mb, "peak": peak}
+
+
 def measure(spec: dict) -> dict:
     """Run the measurement described by ``spec`` in this process and return the result dict."""
     import numpy as np
@@ -105,6 +117,7 @@ def measure(spec: dict) -> dict:
     session = settings.create_session()
     load_s = time.perf_counter() - t0
     rss_load = proc_status_mb("VmRSS")
+    file_backed_load = proc_status_mb("RssFile")
     decoder = OrtDecoder(session, config, fused_attention=fused, kv_cache=spec.get("kv_cache", "auto"))
     rng = np.random.default_rng(int(spec.get("seed", 0)))
     tokens = rng.integers(0, decoder.io.vocab, size=prompt_len + decode).tolist()
@@ -121,6 +134,10 @@ def measure(spec: dict) -> dict:
         np.save(spec["logits_out"], logits)
 
     used = session.get_providers()
+    peak = proc_status_mb("VmHWM")
+    io = decoder.io
+    kv_mb = (2 * io.layers * (io.kv_heads or 0) * (io.head_dim or 0) * (prompt_len + decode)
+             * np.dtype(io.past_dtype).itemsize) / 2**20
     result = {
         "status": "ok",
         "ort_version": ort.__version__,
@@ -137,7 +154,8 @@ def measure(spec: dict) -> dict:
         "load_s": load_s,
         "rss_after_import_mb": rss_import,
         "rss_after_load_mb": rss_load,
-        "peak_rss_mb": proc_status_mb("VmHWM"),
+        "peak_rss_mb": peak,
+        "memory_mb": memory_breakdown(rss_import, rss_load, file_backed_load, peak, kv_mb),
         "prefill_ms": float(np.median(prefills)),
         "prefill_ms_all": prefills,
         "prefill_tokens_per_s": prompt_len / (float(np.median(prefills)) / 1000) if prefills else None,

@@ -2,14 +2,12 @@
 
 Candidates come from the profile: ``[[tune.lowerings]]`` (plus the export as it is) times
 ``threads.candidates`` (those this host has cores for). A lowering other than ``as-exported`` is built
-lazily by the graph rewrite ``ternarylm.format.relower.lower`` (the exporter's ``ternarylm.export.lower``;
-no torch needed)::
+lazily by the graph rewrite ``ternarylm.format.relower.lower`` (the one the exporter uses; no torch)::
 
     lower(model, config_json, bits=2, block_size=64, accuracy_level=4) -> (model, config_json)
 
-``run_tune(lower=...)`` takes another rewrite (a stand-in in tests may have the target-style shape
-``lower(model, "ort-cpu", block_size=64, accuracy_level=4) -> model``, see :func:`call_lower`), or None:
-then those candidates are recorded as skipped (thread counts are still tuned). The rewrite changes the
+A lowering the rewrite refuses (a block larger than the checkpoint's scale groups, say) is recorded as
+skipped with its reason; ``run_tune(lower=None)`` tunes thread counts only. The rewrite changes the
 ternary matmuls only: activation dtype and attention are the export's. Each candidate runs in a fresh process; its logits (prefill last position + every decode
 step, identical inputs) are checked against the export run plainly on the CPU: relative max difference
 ``max|l - ref| / max|ref|`` and greedy (argmax) agreement, both with the profile's tolerances. Candidates
@@ -19,7 +17,6 @@ whose log says ORT took its slow MatMulNBits fallback are flagged ``slow_fallbac
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
 import shutil
 from collections.abc import Callable
@@ -32,22 +29,16 @@ from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.onnxrt.session import SessionSettings, available_cores
 
 from ternarylm.format.compare import argmax_agreement, relative_max_diff
-from ternarylm.format.folder import ModelFolder
+from ternarylm.format.folder import EXTERNAL_DATA_THRESHOLD, ModelFolder, model_file_bytes
 from ternarylm.format.hashing import sha256_file
+from ternarylm.format.relower import lower as relower_lower
 
-LowerFn = Callable[..., object]
-MISSING_LOWER = "skipped: ternarylm.export.lower is not available (install the exporter)"
+LowerFn = Callable[..., tuple]
+THREADS_ONLY = "skipped: lowerings not tried (thread counts only)"
 
 
 class TuneError(RuntimeError):
     """Tuning cannot start or no candidate passed."""
-
-
-def exporter_lower() -> LowerFn | None:
-    """The re-lowering rewrite ``lower(model, config_json, **options)``, imported on first use."""
-    from ternarylm.format.relower import lower
-
-    return lower
 
 
 @dataclass(frozen=True)
@@ -86,22 +77,11 @@ def _slug(lowering: Lowering) -> str:
 
 
 def call_lower(lower: LowerFn, model, config: dict, lowering: Lowering):
-    """Apply a ``lower`` rewrite to a ModelProto; returns ``(model, config dict or None)``.
-
-    Accepts ``lower(model, config_json, *, bits, block_size, accuracy_level) -> (model, config_json)``
-    (``ternarylm.format.relower.lower``: it rewrites the config's weight map too) and the target-style
-    ``lower(model, target, **options) -> model`` of injected stand-ins.
-    """
-    params = list(inspect.signature(lower).parameters)
-    if len(params) > 1 and params[1] in ("config_json", "config", "weight_map"):
-        if lowering.bits is None:
-            raise ValueError(f"target {lowering.target} has no MatMulNBits lowering")
-        out = lower(model, config, bits=lowering.bits, **lowering.lower_options())
-    else:
-        out = lower(model, lowering.target, **lowering.lower_options())
-    if isinstance(out, tuple):
-        return out[0], out[1]
-    return out, None
+    """``lower(model, config_json, bits=, block_size=, accuracy_level=) -> (model, config_json)`` for
+    ``lowering``'s target (its bits come from the target registry)."""
+    if lowering.bits is None:
+        raise ValueError(f"target {lowering.target} has no MatMulNBits lowering")
+    return lower(model, config, bits=lowering.bits, **lowering.lower_options())
 
 
 def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower: LowerFn) -> Path:
@@ -114,9 +94,8 @@ def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower:
     lowered, config = call_lower(lower, model, copy.deepcopy(folder.config), lowering)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{_slug(lowering)}.onnx"
-    large = lowered.ByteSize() > 1_800_000_000
-    onnx.save(lowered, str(path), save_as_external_data=large,
-              location=f"{path.name}.data" if large else None)
+    onnx.save(lowered, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=f"{path.name}.data", size_threshold=EXTERNAL_DATA_THRESHOLD)  # as the export's model.onnx
     if config is not None:
         path.with_suffix(".config.json").write_text(json.dumps(config, indent=2))
     return path
@@ -148,7 +127,7 @@ def run_tune(folder: ModelFolder, profile: DeviceProfile, *, providers: list[str
              threads: list[int] | None = None, memory_limit_mb: int | None = None, timeout_s: float = 600,
              lower: LowerFn | None | str = "auto", progress: Callable[[str], None] | None = None) -> TuneResult:
     """Measure every candidate, pick the fastest passing one, write the plan (and its lowered model)."""
-    lower_fn = exporter_lower() if lower == "auto" else lower
+    lower_fn = relower_lower if lower == "auto" else lower
     progress = progress or (lambda _msg: None)
     workdir.mkdir(parents=True, exist_ok=True)
     config = str(folder.path / "config.json")
@@ -183,16 +162,18 @@ def run_tune(folder: ModelFolder, profile: DeviceProfile, *, providers: list[str
             if lw.target == "as-exported":
                 built[lw] = folder.model_path
             elif lower_fn is None:
-                built[lw] = MISSING_LOWER
+                built[lw] = THREADS_ONLY
             else:
                 progress(f"lowering {lw.label()}")
                 try:
                     built[lw] = build_lowered(folder, lw, workdir, lower_fn)
-                except Exception as e:  # noqa: BLE001  (an exporter refusal is that candidate's result)
+                except ValueError as e:  # the rewrite refuses this lowering for this model: say why
+                    built[lw] = f"skipped: {e}"[:300]
+                except Exception as e:  # noqa: BLE001  (a crashing rewrite is that candidate's result)
                     built[lw] = f"lowering failed: {type(e).__name__}: {e}"[:300]
         model = built[lw]
         if isinstance(model, str):
-            row.update(status="skipped" if model == MISSING_LOWER else "error", message=model, passed=False)
+            row.update(status="skipped" if model.startswith("skipped:") else "error", message=model, passed=False)
             continue
         progress(cand.label())
         logits_file = workdir / "candidate.npy"
@@ -202,7 +183,7 @@ def run_tune(folder: ModelFolder, profile: DeviceProfile, *, providers: list[str
         row.update({k: res.get(k) for k in ("status", "message", "slow_fallback", "decode_ms_p50",
                                              "decode_ms_p95", "decode_tokens_per_s", "prefill_ms",
                                              "prefill_tokens_per_s", "peak_rss_mb", "load_s") if k in res})
-        row["model_bytes"] = Path(model).stat().st_size
+        row["model_bytes"] = model_file_bytes(model)
         row["model_path"] = str(model)
         if res["status"] == "ok":
             rel, agree = compare_logits(reference, np.load(logits_file))

@@ -16,7 +16,7 @@ from ternarylm.format.targets import PRECISIONS, get_target
 from ternarylm.export.weights import extract_weights
 
 from ternarylm.format import lowering
-from ternarylm.format.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, json_bytes, write_export_folder
+from ternarylm.format.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, json_bytes, model_files, write_export_folder
 from ternarylm.format.onnx_names import MS_DOMAIN
 from ternarylm.format.tokens import special_token_ids
 
@@ -81,11 +81,14 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
                       expect_kind: str | None = None, max_length: int | None = None) -> Path:
     """Export ``ckpt_path`` (a language model or a fine-tuned classifier) to the folder ``out_dir``
     (refuses to replace one unless ``force``). ``keep_precision``, ``expect_kind``: see ``build_model``;
+    ``embedding`` / ``lm_head``: ``float``, ``int8``, ``int4``, ``auto`` (the smallest of the target's
+    candidates that passes verify, see ``precision.py``) or None (the target's default);
     ``max_length``: onnxruntime-genai's prompt + generation length (its in-place KV buffer), default the
     context."""
     from tokenizers import Tokenizer
 
     from ternarylm.checkpoint import load_checkpoint
+    from ternarylm.export import precision
 
     get_target(target)
     out_dir = Path(out_dir)
@@ -93,18 +96,29 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
         raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
     ckpt = load_checkpoint(ckpt_path)
     spec = export_kind(ckpt)
-    model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size, keep_precision,
-                                     expect_kind)
     tok_json = ckpt["tokenizer_json"]
     special = special_token_ids(Tokenizer.from_str(tok_json))
-    files = {
-        "model.onnx": model.SerializeToString(deterministic=True),
-        "config.json": json_bytes(config_json),
-        "tokenizer.json": tok_json.encode("utf-8"),
-        "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special, spec.context(config_json))),
-        **{name: json_bytes(content) for name, content in spec.extra_files(
-            config_json, special, get_target(target), max_length=max_length).items()},
-    }
-    manifest = {**({"kind": spec.kind} if spec.writes_kind else {}),
-                **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
-    return write_export_folder(out_dir, files, manifest, force)
+
+    def write(folder: Path, embedding, lm_head, record=None, replace=force) -> Path:
+        model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size, keep_precision,
+                                         expect_kind)
+        if record is not None:
+            config_json["export"]["precision_choice"] = record
+        files = {
+            **model_files(model),
+            "config.json": json_bytes(config_json),
+            "tokenizer.json": tok_json.encode("utf-8"),
+            "tokenizer_config.json": json_bytes(tokenizer_config(tok_json, special, spec.context(config_json))),
+            **{name: json_bytes(content) for name, content in spec.extra_files(
+                config_json, special, get_target(target), max_length=max_length).items()},
+        }
+        manifest = {**({"kind": spec.kind} if spec.writes_kind else {}),
+                    **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
+        return write_export_folder(folder, files, manifest, replace)
+
+    if precision.AUTO in (embedding, lm_head):
+        pairs = precision.candidates(get_target(target), spec.head_option, embedding, lm_head)
+        embedding, lm_head, record = precision.choose(
+            ckpt, get_target(target), pairs, lambda folder, e, h: write(folder, e, h, replace=False), keep_precision)
+        return write(out_dir, embedding, lm_head, record)
+    return write(out_dir, embedding, lm_head)

@@ -1,4 +1,5 @@
-"""``ternary-export``: ``onnx`` writes a deployable folder, ``verify`` checks it against PyTorch."""
+"""``ternary-export``: ``onnx`` writes a deployable folder, ``verify`` checks it against PyTorch,
+``gguf`` writes one GGUF file for llama.cpp."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ Examples:
   ternary-export onnx runs/small/ckpt.pt --with-baseline           # also the fp32 twin beside it
   ternary-export onnx runs/small/ckpt.pt --keep-precision '*.down_proj=8'   # mixed precision at export
   ternary-export verify exports/small-ort-cpu --ckpt runs/small/ckpt.pt
+  ternary-export gguf runs/132m/ckpt.pt --type tq2_0 --out exports/132m-tq2_0.gguf   # for llama.cpp
 """
 
 
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 def main():
-    """Export TernaryLM checkpoints to ONNX and verify the result."""
+    """Export TernaryLM checkpoints to ONNX (and verify the result) or to GGUF for llama.cpp."""
 
 
 @main.command("onnx", epilog=EXAMPLES)
@@ -30,8 +32,11 @@ def main():
               help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
 @click.option("--packing", type=click.Choice(["2bit", "base3"]), default="2bit", show_default=True,
               help="Packing of the canonical TernaryMatMul weights (portable target).")
-@click.option("--embedding", type=click.Choice(["float", "int8", "int4"]), help="Embedding precision.")
-@click.option("--lm-head", type=click.Choice(["float", "int8", "int4"]), help="LM head precision.")
+@click.option("--embedding", type=click.Choice(["auto", "float", "int8", "int4"]), default="auto", show_default=True,
+              help="Embedding precision. auto: the smallest of the target's candidates whose export passes "
+                   "verify on this checkpoint (the choice and the candidates tried go into config.json).")
+@click.option("--lm-head", type=click.Choice(["auto", "float", "int8", "int4"]), default="auto", show_default=True,
+              help="LM head precision (auto: as for --embedding; a classifier's score head stays float).")
 @click.option("--block-size", type=int, help="MatMulNBits block size (16/32/64/128/256).")
 @click.option("--keep-precision", "keep_precision", multiple=True, metavar="PATTERN=BITS",
               help="Post-training mixed precision (repeatable): decoder linears matching PATTERN (full names, "
@@ -39,11 +44,14 @@ def main():
                    "quantised here: absmax per 32 inputs, 8-bit activations) or 16 (full precision, no "
                    "quantisation). Overrides the checkpoint's own plan (ternary-train --keep-precision) for "
                    "the layers it matches; that plan applies elsewhere.")
+@click.option("--max-length", type=click.IntRange(min=1),
+              help="Prompt + generated tokens onnxruntime-genai allows (genai_config.json); its in-place KV "
+                   "buffer has this length. Default: the model's context.")
 @click.option("--with-baseline", is_flag=True, help="Also write the fp32 twin to <out>-fp32.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @user_errors
 def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_size, keep_precision,
-                with_baseline, force):
+                max_length, with_baseline, force):
     """Export CHECKPOINT (a ckpt.pt from ternary-train) to a deployable ONNX folder."""
     from pathlib import Path
 
@@ -63,10 +71,12 @@ def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_
         raise click.ClickException(f"{baseline_dir} already exists; pass --force to replace it")
     with click.progressbar(length=2 if with_baseline else 1, label=f"exporting {target}") as bar:
         path = export_checkpoint(checkpoint, out_dir, target=target, packing=packing, embedding=embedding,
-                                 lm_head=lm_head, block_size=block_size, force=force, keep_precision=keep_precision)
+                                 lm_head=lm_head, block_size=block_size, force=force, keep_precision=keep_precision,
+                                 max_length=max_length)
         bar.update(1)
         if with_baseline:
-            export_checkpoint(checkpoint, baseline_dir, target="fp32", force=force, keep_precision=keep_precision)
+            export_checkpoint(checkpoint, baseline_dir, target="fp32", force=force, keep_precision=keep_precision,
+                              max_length=max_length)
             bar.update(1)
     _summarise(path)
     if with_baseline:
@@ -77,10 +87,17 @@ def _summarise(path):
     import json
 
     manifest = json.loads((path / "manifest.json").read_text())
-    size = manifest["files"]["model.onnx"]["bytes"]
-    kept = json.loads((path / "config.json").read_text())["export"].get("keep_precision") or {}
+    size = sum(f["bytes"] for name, f in manifest["files"].items() if name.startswith("model.onnx"))
+    export = json.loads((path / "config.json").read_text())["export"]
+    kept = export.get("keep_precision") or {}
     mixed = f", {len(kept)} linears kept at {'/'.join(map(str, sorted(set(kept.values()))))} bits" if kept else ""
-    click.echo(f"wrote {path} (target {manifest['target']}, model.onnx {size / 1e6:.2f} MB{mixed})")
+    click.echo(f"wrote {path} (target {manifest['target']}, model {size / 1e6:.2f} MB{mixed})")
+    choice = export.get("precision_choice")
+    if choice:
+        tried = ", ".join(f"{t['embedding']}/{t['lm_head']} {'pass' if t['passed'] else 'fail'} "
+                          f"(agreement {t['greedy_agreement']:.2f})" for t in choice["tried"])
+        verdict = "" if choice["passed"] else "; none passed verify, the largest is used"
+        click.echo(f"embedding/lm-head auto: {choice['embedding']}/{choice['lm_head']} [tried {tried}{verdict}]")
 
 
 @main.command("verify")
@@ -115,6 +132,37 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
     if not report["passed"]:
         raise click.ClickException("verification failed: an engine is beyond tolerance (see the table)")
     click.echo("verification passed")
+
+
+@main.command("gguf", epilog=EXAMPLES)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--type", "qtype", type=click.Choice(["tq2_0", "tq1_0", "q4_0"]), required=True,
+              help="Type of the ternary decoder linears: tq2_0 (2.06 bits/weight), tq1_0 (1.69), or q4_0 "
+                   "(4.5; the exact fallback for sizes that are not multiples of 256 and for group scales).")
+@click.option("--lm-head", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True,
+              help="LM head type.")
+@click.option("--embedding", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True,
+              help="Token embedding type.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .gguf file.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@user_errors
+def export_gguf(checkpoint, qtype, lm_head, embedding, out_path, force):
+    """Write CHECKPOINT (a ternary causal-LM ckpt.pt) as one GGUF file for llama.cpp (llama architecture,
+    the same trits; block scales rounded to fp16). See docs/GGUF.md."""
+    from ternarylm.export.gguf import export_gguf as write_gguf
+
+    from ternarylm.checkpoint import check_checkpoint_file
+
+    try:
+        import gguf  # noqa: F401 -- the [train] extra's writer; say how to get it rather than a traceback
+    except ModuleNotFoundError:
+        raise click.ClickException('gguf is not installed and this command needs it; pip install "ternarylm[train]"') \
+            from None
+    check_checkpoint_file(checkpoint)
+    result = write_gguf(checkpoint, out_path, qtype=qtype, lm_head=lm_head, embedding=embedding, force=force)
+    types = ", ".join(f"{n} {name}" for name, n in result.types.items())
+    click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; tensors: {types}; "
+               f"block scales rounded to fp16, max relative change {result.max_scale_rounding:.1e})")
 
 
 if __name__ == "__main__":

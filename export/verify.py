@@ -89,36 +89,51 @@ def _engine_result(got, ref, agreement: float, agreement_key: str, tol: float, m
             "passed": bool(diff <= tol and agreement >= min_agreement)}
 
 
-def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
-                           prompts=None, max_new_tokens: int = 16, **_) -> dict:
+def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=None,
+                              max_new_tokens: int = 16) -> list[tuple[list[int], list[int], np.ndarray]]:
+    """PyTorch's side of the comparison, once: per prompt ``(prompt ids, greedy ids, teacher-forced logits)``
+    of the checkpoint's model with the export's per-layer precision plan."""
     from tokenizers import Tokenizer
 
     from ternarylm.checkpoint import model_from_checkpoint
-    from ternarylm.runtime_py import load_engine
 
-    model = apply_precision_plan(model_from_checkpoint(ckpt), config["export"].get("keep_precision"))
+    model = apply_precision_plan(model_from_checkpoint(ckpt), keep_precision)
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
-    prompts = list(prompts or DEFAULT_PROMPTS)
     references = []
-    for prompt in prompts:
+    for prompt in prompts or DEFAULT_PROMPTS:
         ids = tokenizer.encode(prompt).ids
         if not ids:
             raise ValueError(f"prompt {prompt!r} is empty after tokenization")
         full, logits = _torch_reference(model, ids, max_new_tokens)
         references.append((ids, full, logits))
+    return references
+
+
+def compare_language_model(export_dir, references, engines, tol: float, min_agreement: float) -> dict:
+    """Each engine on the export against ``references``: ``{engine: {max_logit_diff, tolerance,
+    greedy_agreement, passed}}``."""
+    from ternarylm.runtime_py import load_engine
+
     results = {}
     for name in engines:
         engine = load_engine(export_dir, engine=name)
         diffs, agree, total = [], 0, 0
         for ids, full, ref in references:
             diffs.append(relative_max_diff(_engine_logits(engine, full), ref))
-            gen = _engine_greedy(engine, ids, max_new_tokens)
+            gen = _engine_greedy(engine, ids, len(full) - len(ids))
             agree += sum(a == b for a, b in zip(gen[len(ids):], full[len(ids):]))
             total += len(full) - len(ids)
         max_diff, agreement = max(diffs), agree / max(total, 1)
         results[name] = {"max_logit_diff": max_diff, "tolerance": tol, "greedy_agreement": agreement,
                          "passed": bool(max_diff <= tol and agreement >= min_agreement)}
-    return {"prompts": prompts, "engines": results}
+    return results
+
+
+def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
+                           prompts=None, max_new_tokens: int = 16, **_) -> dict:
+    prompts = list(prompts or DEFAULT_PROMPTS)
+    references = language_model_references(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens)
+    return {"prompts": prompts, "engines": compare_language_model(export_dir, references, engines, tol, min_agreement)}
 
 
 def default_inputs(pair: bool) -> list:

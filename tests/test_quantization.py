@@ -19,13 +19,25 @@ def test_forward_uses_ternary_weights_times_absmean():
 
 
 def test_straight_through_estimator_passes_gradients():
+    """STE as the module says: the backward treats both quantisers as the identity, so the gradients
+    are those of a plain linear evaluated at the quantised values, with no zeroing of weights that the
+    ternariser clamps to +-1 (|w| > 1.5 gamma) and no gradient through the absmean scale."""
     torch.manual_seed(0)
-    layer = BitLinear(32, 8)
+    layer = BitLinear(32, 8)  # ternary weights, 8-bit per-token activations
+    with torch.no_grad():
+        layer.weight[0, :3] = torch.tensor([5.0, -5.0, 0.01])  # two far outside the clamp, one rounded to 0
     x = torch.randn(4, 32, requires_grad=True)
-    layer(x).sum().backward()
-    # STE: dL/dW equals the gradient of a plain linear evaluated at the quantised inputs
-    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    g_out = torch.randn(4, 8)
+    layer(x).backward(g_out)
+
+    trits, scales = ternary_weight(layer.weight)
+    w_q = trits.float() * scales  # what the forward multiplies by
+    assert trits[0, 0] == 1 and trits[0, 1] == -1 and trits[0, 2] == 0
+    step = x.detach().abs().amax(dim=-1, keepdim=True) / 127
+    x_q = torch.round(x.detach() / step) * step  # per-token absmax int8 grid
+    torch.testing.assert_close(layer.weight.grad, g_out.T @ x_q, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, g_out @ w_q, rtol=1e-5, atol=1e-6)
+    assert (layer.weight.grad[0, :3] != 0).all()  # clamped and zeroed weights still learn
 
 
 @pytest.mark.parametrize("granularity,group", [("channel", None), ("group", 32)])

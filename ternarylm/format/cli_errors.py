@@ -15,7 +15,8 @@ import os
 import click
 
 # Optional dependencies -> the extra that installs them (a device install has none of them).
-EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "matplotlib": "plots", "datasets": "datasets"}
+EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "gguf": "train", "matplotlib": "plots",
+                    "datasets": "datasets"}
 
 
 def user_errors(fn):

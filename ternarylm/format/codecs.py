@@ -53,14 +53,25 @@ def to_matmul_nbits(trits: np.ndarray, scales: np.ndarray, bits: int, block_size
     Codes are ``t + zero_point`` with zero point 1 (bits=2) or 2**(bits-1) (bits=4/8), so dequantising
     ``(code - zp) * scale`` gives back ``t * gamma`` exactly. Returns ``(B, scales, zero_points)`` with
     shapes ``[N, K/bs, bs*bits/8]``, ``[N, K/bs]`` (float32) and packed uint8 zero points.
+
+    MatMulNBits has one scale per block, so a block larger than the scale group ``G = K / groups`` is
+    exact only when the ``bs / G`` scales inside every block are equal (a per-tensor or per-row
+    checkpoint once lowered at a smaller block); otherwise it is refused (ValueError), never rounded.
     """
     n, k = trits.shape
     if k % block_size:
         raise ValueError(f"block size {block_size} does not divide K={k}")
+    scales = np.asarray(scales)
     g = k // scales.shape[1]
     if g % block_size and block_size % g:
         raise ValueError(f"block size {block_size} incompatible with scale group size {g}")
     blocks = k // block_size
+    if block_size > g:
+        per_block = scales.reshape(n, blocks, block_size // g)
+        if not (per_block == per_block[..., :1]).all():
+            raise ValueError(f"block_size {block_size} is larger than the checkpoint's scale group {g} and the "
+                             f"scales inside a block differ (MatMulNBits keeps one scale per block, so the model "
+                             f"would change): use block size {g} or less")
     block_scales = np.repeat(scales, g, axis=1)[:, ::block_size].astype(np.float32)  # [N, blocks]
     zp = ternary_zero_point(bits)
     codes = (trits.astype(np.int16) + zp).astype(np.uint8).reshape(n, blocks, block_size)

@@ -107,9 +107,11 @@ def ternary_to_matmul_nbits(model, weight_map, bits: int = 2, block_size: int = 
     if bits not in (2, 4, 8):
         raise ValueError(f"MatMulNBits bits must be 2, 4 or 8, got {bits}")
     g = _Graph(model)
-    for node, name, e in list(_ternary_nodes(model, weight_map)):
-        trits, scales = ternary_weight_arrays(g, e)
-        packed, block_scales, zps = to_matmul_nbits(trits, scales, bits, block_size)
+    # Encode every layer before touching the graph: a refusal (e.g. a block larger than the scale
+    # group) leaves the model and the weight map as they were.
+    encoded = [(node, name, e, to_matmul_nbits(*ternary_weight_arrays(g, e), bits, block_size))
+               for node, name, e in list(_ternary_nodes(model, weight_map))]
+    for node, name, e, (packed, block_scales, zps) in encoded:
         _remove_entry_initializers(g, e)
         b = g.add(f"{name}.weight.q{bits}", packed)
         s = g.add(f"{name}.weight.q{bits}.scales", block_scales.reshape(-1).astype(_activation_dtype(model)))

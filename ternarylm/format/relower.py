@@ -16,7 +16,8 @@ def lower(model, config_json: dict, *, bits: int = 2, block_size: int = 32, accu
     MatMulNBits lowering) into MatMulNBits with the given settings, in place; no torch needed.
     Layers kept at 4/8 bits (mixed precision) in canonical form become MatMulNBits of their own bits.
     ``config_json`` is the folder's config.json dict; its weight map is updated to match.
-    Returns ``(model, config_json)``."""
+    Returns ``(model, config_json)``. A ``block_size`` larger than a layer's scale group is exact only
+    when the scales inside each block agree; otherwise ValueError, with the model and config unchanged."""
     weights = config_json["weights"]
     ternary_to_matmul_nbits(model, weights, bits=bits, block_size=block_size, accuracy_level=accuracy_level)
     lowering = config_json.setdefault("export", {}).setdefault("lowering", {})

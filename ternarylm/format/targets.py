@@ -29,6 +29,9 @@ class Target:
     kinds: tuple = BOTH_KINDS  # model kinds (config.json ``kind``) this target can hold
     # ``ternary-export verify``'s bound on max|logit - PyTorch| / max|PyTorch logit| (see verify.py)
     relative_tolerance: float = 0.15
+    # ``--embedding/--lm-head auto``: (embedding, lm_head) pairs, smallest first; the exporter keeps the
+    # first whose export passes verify on the checkpoint (empty: auto means the defaults above)
+    auto_precisions: tuple = ()
 
     @property
     def bits(self) -> int | None:
@@ -44,13 +47,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     # 0.25 instead of 1 bit per weight (file 78 vs 86 MB); logits agree as well (ternary-export verify).
     Target("ort-cpu", "onnxruntime CPU, x86-64 and ARM64 with dotprod: MatMulNBits bits=2, block 128, accuracy_level=4",
            attention="fused", ternary=dict(bits=2, block_size=128, accuracy_level=4), embedding="int8",
-           lm_head="int8"),
+           lm_head="int8", auto_precisions=(("int4", "int4"), ("int4", "int8"), ("int8", "int8"))),
     Target("ort-arm64-nodot", "onnxruntime on ARM64 without dotprod (Raspberry Pi 4): MatMulNBits bits=4",
            attention="fused", ternary=dict(bits=4, block_size=32, accuracy_level=4), embedding="int8",
-           lm_head="int8"),
+           lm_head="int8",
+           # the head has a native kernel there at 4 bits (8-bit MatMulNBits falls back to unpacked
+           # fp32 compute on a Cortex-A72) or as a float MatMul
+           auto_precisions=(("int4", "int4"), ("int8", "int4"), ("int4", "float"), ("int8", "float"))),
     Target("ort-cuda", "onnxruntime CUDA (Jetson, NVIDIA GPUs): MatMulNBits bits=4, fp16 activations",
            attention="fused", activation_dtype="float16", ternary=dict(bits=4, block_size=32, accuracy_level=4),
-           lm_head="int8", providers=("CUDAExecutionProvider", "CPUExecutionProvider"), kinds=(CAUSAL_LM,)),
+           lm_head="int8", providers=("CUDAExecutionProvider", "CPUExecutionProvider"), kinds=(CAUSAL_LM,),
+           auto_precisions=(("int4", "int4"), ("int4", "int8"), ("int8", "int8"))),
     Target("fp32", "dense fp32 twin of the same checkpoint (onnxruntime fused decoder ops)", attention="fused",
            dense=True),
     Target("fp16", "dense fp16 twin of the same checkpoint", attention="fused", activation_dtype="float16", dense=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,11 +47,29 @@ def test_eval_on_other_text(tiny_ckpt, tmp_path):
     assert result["split"] == "all" and result["tokens"] > 100
 
 
+def _argmax_continuation(ckpt_path, prompt: str, max_new_tokens: int) -> str:
+    """Greedy decoding the slow way (full forward per token, no KV cache, stop at eos), decoded."""
+    from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    model, tok = model_from_checkpoint(ckpt).eval(), tokenizer_from_checkpoint(ckpt)
+    ids = tok.encode(prompt).ids
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] == model.config.eos_token_id:
+                break
+    return tok.decode(ids, skip_special_tokens=True)
+
+
 @pytest.mark.parametrize("sampling", [[], ["--temperature", "0.8", "--top-k", "20", "--top-p", "0.9"]])
 def test_generate(tiny_ckpt, sampling):
+    """Greedy output is the cache-free argmax continuation; sampling continues the prompt."""
     proc = cli("ternarylm.cli.generate", tiny_ckpt, "--prompt", "Once upon a time", "--max-new-tokens", "12",
                *sampling)
     assert proc.stdout.startswith("Once upon a time") and len(proc.stdout) > len("Once upon a time")
+    if not sampling:
+        assert proc.stdout == _argmax_continuation(tiny_ckpt, "Once upon a time", 12) + "\n"
 
 
 def test_help_has_examples():
@@ -142,10 +159,11 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_gloo_ranks_agree(tmp_path):
-    if shutil.which("torchrun") is None:
-        pytest.skip("torchrun not on PATH")
+    """DDP on the CPU: two gloo ranks under torch.distributed.run (launched with this interpreter, so it
+    runs from any venv, on PATH or not) end with identical parameters and count both ranks' tokens."""
     out = tmp_path / "ddp"
-    proc = subprocess.run(["torchrun", "--standalone", "--nproc_per_node=2", "-m", "ternarylm.cli.train",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ternarylm.cli.train",
                            "--out", str(out), "--preset", "tiny", "--stories", "300", "--max-steps", "12",
                            "--eval-every", "6", "--batch-size", "4", "--seq-len", "32", "--no-progress",
                            "--threads", "1"], capture_output=True, text=True, timeout=300,

@@ -10,6 +10,7 @@ from devices_tinymodel import FAST
 from ternarylm.devices import runner as runner_mod
 from ternarylm.devices import tune as tune_mod
 from ternarylm.devices.cli import main
+from ternarylm.devices.profile import Lowering, load_profile
 
 
 def run(*args):
@@ -151,22 +152,28 @@ def test_everything_failing_exits_nonzero(tiny_exports, tmp_path):
     assert r.exit_code == 1 and "oom" in r.stdout
 
 
-def test_tune_then_stale_plan(export_copy, tmp_path, monkeypatch):
-    """Thread-count tuning (no lowering needed), the plan is used, and a plan from another ORT is refused."""
-    monkeypatch.setattr(tune_mod, "exporter_lower", lambda: None)
+def test_tune_then_stale_plan(export_copy, tmp_path):
+    """Tuning lowerings x thread counts, the plan is used, and a plan from another ORT is refused."""
     d = export_copy("nbits")
     out = tmp_path / "rep"
     r = run("--model", d, "--device", "cpu", "--tune", "--out", out, *FAST)
     assert r.exit_code == 0, r.output
-    assert "plan: as-exported" in r.stdout and "skipped: ternarylm.export.lower is not available" in r.stdout
+    assert "plan: " in r.stdout
     plan = json.loads((d / "plan.cpu.json").read_text())
-    assert plan["lowering"]["target"] == "as-exported" and plan["threads"] in (1, 2) and plan["tried"]
+    # every thread count the cpu profile allows on this host was tried (1, 2, 4, 8 up to its cores)
+    tried_threads = sorted({row["threads"] for row in plan["tried"]})
+    assert tried_threads == tune_mod.thread_candidates(load_profile("cpu"))
+    assert plan["threads"] in tried_threads
+    # the profile's lowerings were really built (format.relower) and measured beside the export as it is
+    lowered = [row for row in plan["tried"] if row["target"] != "as-exported"]
+    assert lowered and all(row["status"] == "ok" for row in lowered), lowered
+    label = Lowering.from_dict(plan["lowering"]).label()
     rep = json.loads((out / "report.json").read_text())
     assert rep["tune"]["winner"]["chosen"] is True and rep["plan"]["threads"] == plan["threads"]
     assert (out / "tune.png").is_file()
 
     r2 = run("--model", d, "--device", "cpu", "--out", out, *FAST)  # the plan is picked up
-    assert r2.exit_code == 0 and "plan as-exported" in r2.stdout
+    assert r2.exit_code == 0 and f"plan {label}" in r2.stdout
 
     plan["ort_version"] = "1.0.0"
     (d / "plan.cpu.json").write_text(json.dumps(plan))

@@ -13,7 +13,7 @@ import torch
 
 from clitools import cli
 from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
-from ternarylm.export.targets import TARGETS
+from ternarylm.format.targets import TARGETS
 
 RUNNABLE_HERE = list(TARGETS)  # ort-cuda's fp16 graph also runs on ORT's CPU provider
 
@@ -55,8 +55,10 @@ def test_export_checks_and_matches_pytorch(exports, torch_model, target):
     model = onnx.load(folder / "model.onnx")
     onnx.checker.check_model(model, full_check=target.startswith("portable"))
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json",
-                                      "genai_config.json"}
+    assert set(manifest["files"]) == {"model.onnx", "model.onnx.data", "config.json", "tokenizer.json",
+                                      "tokenizer_config.json", "genai_config.json"}
+    # the weights live in the external-data file (memory-mapped by onnxruntime), the graph in model.onnx
+    assert manifest["files"]["model.onnx.data"]["bytes"] > manifest["files"]["model.onnx"]["bytes"]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = _ids()
     logits = session.run(["logits"], _feeds(session, ids))[0]
@@ -115,12 +117,17 @@ def test_kv_cache_decode_matches_full_pass(exports):
 def test_export_is_deterministic(tiny_ckpt, exports, tmp_path):
     again = tmp_path / "again"
     cli("ternarylm.export.cli", "onnx", tiny_ckpt, "--out", again, "--target", "ort-cpu")
-    for name in ("model.onnx", "config.json", "genai_config.json", "tokenizer.json"):
+    for name in ("model.onnx", "model.onnx.data", "config.json", "genai_config.json", "tokenizer.json"):
         assert (again / name).read_bytes() == (exports["ort-cpu"] / name).read_bytes(), name
 
 
 def test_onnxruntime_genai_generates_from_the_folder(exports):
+    """onnxruntime-genai reads the folder (genai_config.json, tokenizer) and greedy-decodes the very
+    tokens that the project's onnxruntime engine decodes from the same prompt: same graph, same kernels,
+    so any difference is in what genai feeds it (positions, mask, KV cache) or in the tokenizer."""
     og = pytest.importorskip("onnxruntime_genai")
+    from ternarylm.runtime_py import generate, load_ort, load_tokenizer
+
     model = og.Model(str(exports["ort-cpu"]))
     tokenizer = og.Tokenizer(model)
     params = og.GeneratorParams(model)
@@ -131,7 +138,11 @@ def test_onnxruntime_genai_generates_from_the_folder(exports):
     while not generator.is_done():
         generator.generate_next_token()
     seq = list(generator.get_sequence(0))
-    assert len(seq) == 24 and seq[: len(prompt)] == list(prompt)
+    prompt = list(prompt)
+    assert len(seq) == 24 and seq[: len(prompt)] == prompt
+    assert load_tokenizer(exports["ort-cpu"]).encode("Once upon a time").ids == prompt
+    new, _ = generate(load_ort(exports["ort-cpu"]), prompt, max_new_tokens=24 - len(prompt))
+    assert seq[len(prompt):] == new
 
 
 def test_export_bad_input(tiny_ckpt, tmp_path, exports):

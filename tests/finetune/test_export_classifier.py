@@ -58,7 +58,8 @@ def test_portable_graph_and_folder(classifier_export):
     ops = {n.op_type for n in model.graph.node}
     assert "TernaryMatMul" in ops and "MatMulNBits" not in ops
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert set(manifest["files"]) == {"model.onnx", "model.onnx.data", "config.json", "tokenizer.json",
+                                      "tokenizer_config.json"}
     assert manifest["kind"] == "sequence-classification"
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "sequence-classification" and config["num_labels"] == 2

@@ -43,11 +43,27 @@ def rewrite_manifest(folder, *names):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def api_text(folder, engine: str, max_new_tokens: int, **sampling) -> str:
+    """What ``ternary-run`` should print for PROMPT: the prompt, then the Python API's continuation
+    (``generate`` with the folder's eos; greedy unless ``sampling`` says otherwise), then a newline."""
+    from ternarylm.runtime_py import generate, load_config, load_numpy, load_ort, load_tokenizer
+
+    tok = load_tokenizer(folder)
+    decoder = load_numpy(folder) if engine == "numpy" else load_ort(folder, threads=1)
+    new, _ = generate(decoder, tok.encode(PROMPT).ids, max_new_tokens, eos_id=load_config(folder).eos_token_id,
+                      **sampling)
+    assert new, "no token generated"
+    return PROMPT + tok.decode(new) + "\n"
+
+
 @pytest.mark.parametrize("engine", ["numpy", "ort"])
 def test_generates_text_with_each_engine(engine, export_dir):
-    proc = run_cli(export_dir("portable-2bit"), "--prompt", PROMPT, "--engine", engine, "--max-new-tokens", 12)
+    """The streamed text is exactly the API's greedy continuation (one thread, so ORT's sums are the API's)."""
+    folder = export_dir("portable-2bit")
+    threads = ["--threads", "1"] if engine == "ort" else []
+    proc = run_cli(folder, "--prompt", PROMPT, "--engine", engine, "--max-new-tokens", 12, *threads)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(PROMPT) and len(proc.stdout.strip()) > len(PROMPT)
+    assert proc.stdout == api_text(folder, engine, 12)
     assert "tokens/s" in proc.stderr and f"[{engine}]" in proc.stderr
 
 
@@ -56,7 +72,7 @@ def test_engines_print_the_same_greedy_text(export_dir):
     outs = [runner.invoke(main, [str(export_dir("portable-base3")), "--prompt", PROMPT, "--engine", e,
                                  "--max-new-tokens", "16", "--no-stream"]) for e in ("numpy", "ort")]
     assert all(r.exit_code == 0 for r in outs), [r.output for r in outs]
-    assert outs[0].stdout == outs[1].stdout
+    assert outs[0].stdout == outs[1].stdout == api_text(export_dir("portable-base3"), "numpy", 16)
 
 
 def test_sampling_options_and_ort_cpu_target(export_dir):
@@ -64,7 +80,8 @@ def test_sampling_options_and_ort_cpu_target(export_dir):
                                        "--top-k", "20", "--top-p", "0.9", "--seed", "3", "--threads", "1",
                                        "--device", "cpu", "--max-new-tokens", "8"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(PROMPT)
+    # the same seed gives the same draws through the API (one thread on both sides)
+    assert result.stdout == api_text(export_dir("ort-cpu"), "ort", 8, temperature=0.8, top_k=20, top_p=0.9, seed=3)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -146,7 +163,7 @@ def test_numpy_engine_loads_without_torch(export_dir, tmp_path):
                            "--prompt", PROMPT, "--engine", "numpy", "--max-new-tokens", "4"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(PROMPT) and "tokens/s" in proc.stderr
+    assert proc.stdout == api_text(export_dir("portable-2bit"), "numpy", 4) and "tokens/s" in proc.stderr
 
 
 def _edit_architecture(folder, **changes):

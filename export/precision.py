@@ -1,0 +1,66 @@
+"""``--embedding/--lm-head auto``: the smallest head and embedding precisions that still pass verify.
+
+The target lists its candidates, smallest first (``ternarylm.format.targets.Target.auto_precisions``);
+each is exported to a scratch folder and compared with PyTorch on the built-in prompts, the way
+``ternary-export verify`` does (the PyTorch side is computed once). The first that passes is kept; when
+none does, the last (the largest) is used and the record says so. The record goes into config.json
+(``export.precision_choice``) so a user can see what was tried and why this one won.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+AUTO = "auto"
+MAX_NEW_TOKENS = 24
+
+
+def candidates(target, kind_has_head: bool, embedding: str | None, lm_head: str | None) -> list[tuple]:
+    """``(embedding, lm_head)`` pairs to try for the options as given (``auto`` or a fixed precision)."""
+    fixed_e = None if embedding in (None, AUTO) else embedding
+    fixed_h = None if lm_head in (None, AUTO) else lm_head
+    if not kind_has_head:
+        return [(fixed_e or target.embedding, None)]
+    pairs = [(e, h) for e, h in target.auto_precisions
+             if (fixed_e is None or e == fixed_e) and (fixed_h is None or h == fixed_h)]
+    return pairs or [(fixed_e or target.embedding, fixed_h or target.lm_head)]
+
+
+def verify_engine(target) -> str:
+    """onnxruntime when this host has the target's first provider, else the NumPy runtime (same weights)."""
+    import onnxruntime as ort
+
+    return "ort" if target.providers[0] in ort.get_available_providers() else "numpy"
+
+
+def choose(ckpt: dict, target, pairs: list[tuple], export_folder, keep_precision: dict | None) -> tuple:
+    """Try ``pairs`` in order; returns ``(embedding, lm_head, record)``.
+
+    ``export_folder(out_dir, embedding, lm_head)`` writes one candidate export (the exporter's own path).
+    """
+    from ternarylm.export.verify import DEFAULT_PROMPTS, compare_language_model, language_model_references
+
+    if len(pairs) == 1:
+        return (*pairs[0], None)
+    engine = verify_engine(target)
+    references, tried = None, []
+    with tempfile.TemporaryDirectory(prefix="ternarylm-auto-") as tmp:
+        for i, (embedding, lm_head) in enumerate(pairs):
+            folder = export_folder(Path(tmp) / f"candidate-{i}", embedding, lm_head)
+            if references is None:  # the precision plan is the candidates' common one
+                import json
+
+                kept = json.loads((folder / "config.json").read_text())["export"].get("keep_precision")
+                references = language_model_references(ckpt, kept, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
+            result = compare_language_model(folder, references, [engine], target.relative_tolerance, 0.9)[engine]
+            tried.append({"embedding": embedding, "lm_head": lm_head, "engine": engine,
+                          "max_logit_diff": result["max_logit_diff"], "greedy_agreement": result["greedy_agreement"],
+                          "passed": result["passed"]})
+            if result["passed"]:
+                break
+    chosen = next((t for t in tried if t["passed"]), tried[-1])
+    record = {"embedding": chosen["embedding"], "lm_head": chosen["lm_head"], "passed": chosen["passed"],
+              "relative_tolerance": target.relative_tolerance, "min_agreement": 0.9,
+              "prompts": list(DEFAULT_PROMPTS), "max_new_tokens": MAX_NEW_TOKENS, "tried": tried}
+    return chosen["embedding"], chosen["lm_head"], record
