@@ -8,6 +8,7 @@ from another ORT version or for a re-exported model it is stale, and loading it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -98,9 +99,20 @@ def load_plan(path: str | Path, *, ort_version: str | None = None, manifest_sha2
         raise StalePlanError(f"{path}: the model was re-exported since this plan was tuned; {hint}")
     if plan.model_file:
         f = plan_model_path(plan, path)
-        if not f.is_file() or (plan.model_sha256 and sha256_file(f) != plan.model_sha256):
+        if not f.is_file() or (plan.model_sha256 and model_sha256(f) != plan.model_sha256):
             raise PlanError(f"{path}: its model {f.name} is missing or modified; {hint}")
     return plan
+
+
+def model_sha256(path: str | Path) -> str:
+    """sha256 of an ONNX file, chained with its external data beside it (``<name>.data``) when there is
+    one, so a plan notices either file changing."""
+    path = Path(path)
+    digest = sha256_file(path)
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        digest = hashlib.sha256(f"{digest}:{sha256_file(data)}".encode()).hexdigest()
+    return digest
 
 
 def plan_model_path(plan: Plan, path: str | Path) -> Path | None:

@@ -23,14 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ternarylm.devices.plan import Plan, write_plan
+from ternarylm.devices.plan import Plan, model_sha256, write_plan
 from ternarylm.devices.profile import AS_EXPORTED, DeviceProfile, Lowering
 from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.onnxrt.session import SessionSettings, available_cores
 
 from ternarylm.format.compare import argmax_agreement, relative_max_diff
 from ternarylm.format.folder import EXTERNAL_DATA_THRESHOLD, ModelFolder, model_file_bytes
-from ternarylm.format.hashing import sha256_file
 from ternarylm.format.relower import lower as relower_lower
 
 LowerFn = Callable[..., tuple]
@@ -82,6 +81,14 @@ def call_lower(lower: LowerFn, model, config: dict, lowering: Lowering):
     if lowering.bits is None:
         raise ValueError(f"target {lowering.target} has no MatMulNBits lowering")
     return lower(model, config, bits=lowering.bits, **lowering.lower_options())
+
+
+def _save_beside(src: Path, dest: Path) -> None:
+    """Copy an ONNX model with its external data under a new name (the graph names its data file)."""
+    import onnx
+
+    onnx.save(onnx.load(str(src)), str(dest), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=f"{dest.name}.data", size_threshold=EXTERNAL_DATA_THRESHOLD)
 
 
 def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower: LowerFn) -> Path:
@@ -204,10 +211,8 @@ def run_tune(folder: ModelFolder, profile: DeviceProfile, *, providers: list[str
     if win_lowering.target != "as-exported":
         dest = plan_file.parent / f"model.{profile.name}.onnx"
         src = Path(winner["model_path"])
-        shutil.copyfile(src, dest)
-        if Path(f"{src}.data").is_file():
-            shutil.copyfile(f"{src}.data", f"{dest}.data")
-        model_file, model_sha = dest.name, sha256_file(dest)
+        _save_beside(src, dest)
+        model_file, model_sha = dest.name, model_sha256(dest)
         if src.with_suffix(".config.json").is_file():
             config_file = f"config.{profile.name}.json"
             shutil.copyfile(src.with_suffix(".config.json"), plan_file.parent / config_file)

@@ -27,8 +27,9 @@ class Target:
     providers: tuple = ("CPUExecutionProvider",)
     session_config: dict = field(default_factory=dict)
     kinds: tuple = BOTH_KINDS  # model kinds (config.json ``kind``) this target can hold
-    # ``ternary-export verify``'s bound on max|logit - PyTorch| / max|PyTorch logit| (see verify.py)
-    relative_tolerance: float = 0.15
+    # ``ternary-export verify``'s bound on max|logit - PyTorch| / max|PyTorch logit|, derived from what
+    # the target changes (TOLERANCES below); the default is the loosest of them
+    relative_tolerance: float = 0.05  # TOLERANCES['matmul_nbits']
     # ``--embedding/--lm-head auto``: (embedding, lm_head) pairs, smallest first; the exporter keeps the
     # first whose export passes verify on the checkpoint (empty: auto means the defaults above)
     auto_precisions: tuple = ()
@@ -39,9 +40,25 @@ class Target:
         return self.ternary["bits"] if self.ternary else None
 
 
+# What each target changes against training's forward, and the bound it earns. Measured (verify's metric,
+# 5 prompts x 24 greedy tokens, ONNX Runtime 1.32, NumPy runtime) on three tiny checkpoints (trained 40 and
+# 300 steps, and a GQA group-32 one): the largest relative difference per target is quoted; each bound
+# is 2.5-3x that, so a layout or scale bug (which moves logits by 0.1-1, see tests/test_matmul_nbits_ort.py)
+# cannot pass while float and rounding noise always does.
+TOLERANCES = {
+    # the same computation as training (exact trits, per-token int8 activations); an activation that
+    # float summation order moves across an int8 rounding boundary shifts logits ~1e-3 (seen: 0.008)
+    "portable": 1e-2,
+    # activations quantised per block of K inside MatMulNBits (accuracy_level 4) instead of per token,
+    # int8 or int4 head and embedding (seen with int8: 0.019)
+    "matmul_nbits": 0.05,
+    # activation quantisation dropped, dense weights (fp16: plus half-precision rounding) (seen: 0.016)
+    "dense": 0.04,
+}
+
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("portable", "TernaryMatMul custom op + function bodies, standard ops only (onnx.reference, any runtime)",
-           attention="standard", relative_tolerance=1e-2),
+           attention="standard", relative_tolerance=TOLERANCES["portable"]),
     # block_size 128 (or the largest of 64/32 that divides the model): on x86-64 with ORT 1.32 and the
     # 132m preset it prefilled 2.1x and decoded 1.3x faster than 32, and its fp32 block scales cost
     # 0.25 instead of 1 bit per weight (file 78 vs 86 MB); logits agree as well (ternary-export verify).
@@ -59,9 +76,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            lm_head="int8", providers=("CUDAExecutionProvider", "CPUExecutionProvider"), kinds=(CAUSAL_LM,),
            auto_precisions=(("int4", "int4"), ("int4", "int8"), ("int8", "int8"))),
     Target("fp32", "dense fp32 twin of the same checkpoint (onnxruntime fused decoder ops)", attention="fused",
-           dense=True),
+           dense=True, relative_tolerance=TOLERANCES["dense"]),
     Target("fp16", "dense fp16 twin of the same checkpoint", attention="fused", activation_dtype="float16", dense=True,
-           kinds=(CAUSAL_LM,)),
+           kinds=(CAUSAL_LM,), relative_tolerance=TOLERANCES["dense"]),
 ]}
 
 PRECISIONS = ("float", "int8", "int4")

@@ -65,11 +65,17 @@ def test_export_checks_and_matches_pytorch(exports, torch_model, target):
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(ids)).logits.numpy()
     rel = np.abs(logits - ref).max() / np.abs(ref).max()
-    agree = (logits.argmax(-1) == ref.argmax(-1)).mean()
     if target.startswith("portable"):
         assert rel < 1e-5, rel  # the same computation as training
-    else:
-        assert rel < 0.15 and agree >= 0.75, (rel, agree)
+        return
+    # the target's derived bound (ternarylm.format.targets.TOLERANCES), and the argmax may differ only
+    # where PyTorch's top two logits are closer than twice that bound (a near tie the error can flip)
+    bound = TARGETS[target].relative_tolerance
+    assert rel < bound, (rel, bound)
+    top2 = np.sort(ref, axis=-1)[..., -2:]
+    flipped = logits.argmax(-1) != ref.argmax(-1)
+    gap = (top2[..., 1] - top2[..., 0]) / np.abs(ref).max()
+    assert (gap[flipped] <= 2 * bound).all(), (gap[flipped], bound)
 
 
 def test_packed_sizes(exports):

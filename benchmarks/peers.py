@@ -1,0 +1,237 @@
+"""The same checkpoint through every runtime a user might pick, side by side in one run on this CPU:
+our onnxruntime exports (the target's defaults and the ``auto`` head/embedding choice), the NumPy
+runtime, the fp32 twin, and llama.cpp (TQ2_0 and TQ1_0 GGUF files written by ``ternary-export gguf``
+from the same trits).
+
+    python benchmarks/peers.py [--ckpt runs/x/ckpt.pt | --preset 132m] [--threads 2]
+                               [--llama-bench PATH] [--llama-simple PATH]
+
+llama.cpp comes from a ``llama-bench`` binary (``--llama-bench``, ``$LLAMA_BENCH`` or PATH; build it
+from llama.cpp's source, or from the ``llama-cpp-python`` sdist's ``vendor/llama.cpp``:
+``cmake -B build -DGGML_NATIVE=ON && cmake --build build -j --target llama-bench llama-simple``).
+Without one its rows are skipped with one line. Every configuration runs in a fresh process;
+figures: file size, peak RSS of that process (VmHWM / wait4's ru_maxrss), prefill and decode tokens/s
+(``--prompt-len`` tokens, then ``--decode-tokens`` single-token steps; llama-bench's pp/tg tests are the
+same workload). With ``llama-simple`` also the greedy text of both runtimes from one prompt.
+Prints a table and the goal lines, writes JSON and a PNG to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from export_compare import RESULTS, cpu_model, measure_numpy, random_checkpoint
+
+GOALS = [  # (what, row, other row, key, ratio at least, higher is better)
+    ("decode >= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "decode_tokens_per_s", 1.3, True),
+    ("prefill >= 1.2x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "prefill_tokens_per_s", 1.2, True),
+    ("peak RSS <= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "peak_rss_mb", 1 / 1.3, False),
+    ("file <= llama.cpp TQ1_0", "ort auto", "llama.cpp TQ1_0", "file_mb", 1.0, False),
+    ("decode >= 6x fp32 twin", "ort auto", "fp32 twin", "decode_tokens_per_s", 6.0, True),
+    ("peak RSS >= 5x below fp32 twin", "ort auto", "fp32 twin", "peak_rss_mb", 5.0, False),
+    ("file >= 10x below fp32 twin", "ort auto", "fp32 twin", "file_mb", 10.0, False),
+]
+
+
+def find_tool(name: str, given: str | None) -> str | None:
+    path = given or os.environ.get(name.upper().replace("-", "_")) or shutil.which(name)
+    return path if path and Path(path).is_file() else None
+
+
+def run_child_rss(cmd: list[str], timeout: float = 1800) -> tuple[int, str, str, float]:
+    """Run ``cmd`` (output to temp files, so no pipe can fill up); returns ``(exit code, stdout, stderr,
+    its own peak RSS in MB)`` from wait4, which reports that child's high-water mark alone."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss / 1024
+
+
+def llama_bench(binary: str, gguf: Path, threads: int, prompt_len: int, decode_tokens: int, repeats: int) -> dict:
+    """One llama-bench run (its pp and tg tests) in a child process, with that process's peak RSS."""
+    code, out, err, rss = run_child_rss([binary, "-m", str(gguf), "-t", str(threads), "-p", str(prompt_len),
+                                         "-n", str(decode_tokens), "-r", str(repeats), "-o", "json"])
+    if code != 0:
+        return {"status": "error", "message": (err.strip().splitlines() or ["?"])[-1][:200]}
+    tests = json.loads(out)
+    pp = next(t for t in tests if t.get("n_prompt") and not t.get("n_gen"))
+    tg = next(t for t in tests if t.get("n_gen") and not t.get("n_prompt"))
+    return {"status": "ok", "prefill_tokens_per_s": pp["avg_ts"], "decode_tokens_per_s": tg["avg_ts"],
+            "peak_rss_mb": rss, "llama_cpp_build": tests[0].get("build_commit")}
+
+
+def llama_greedy(binary: str, gguf: Path, prompt: str, n: int) -> str | None:
+    proc = subprocess.run([binary, "-m", str(gguf), "-n", str(n), prompt], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        return None
+    text = proc.stdout
+    return text[text.find(prompt) + len(prompt):] if prompt in text else text
+
+
+def ours_greedy(folder: Path, prompt: str, n: int) -> str:
+    from ternarylm.runtime_py import generate, load_ort, load_tokenizer
+
+    tok = load_tokenizer(folder)
+    ids, _ = generate(load_ort(folder, threads=1), tok.encode(prompt).ids, n)
+    return tok.decode(ids)
+
+
+def measure_ort(folder: Path, threads: int, prompt_len: int, decode_tokens: int, repeats: int) -> dict:
+    from ternarylm.devices.runner import MeasureRequest, run_measurement
+    from ternarylm.onnxrt import SessionSettings
+
+    req = MeasureRequest(session=SessionSettings(model=str(folder / "model.onnx"), intra_op_threads=threads),
+                         config=str(folder / "config.json"), prompt_len=prompt_len, decode_tokens=decode_tokens,
+                         repeats=repeats)
+    return run_measurement(req)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ckpt")
+    ap.add_argument("--preset", default="132m")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--numpy-decode-tokens", type=int, default=16)
+    ap.add_argument("--llama-bench")
+    ap.add_argument("--llama-simple")
+    ap.add_argument("--prompt", default="Once upon a time, there was a little")
+    ap.add_argument("--greedy-tokens", type=int, default=24)
+    args = ap.parse_args()
+
+    from tqdm import tqdm
+
+    from ternarylm.export.api import export_checkpoint
+    from ternarylm.export.gguf import export_gguf
+    from ternarylm.format.folder import model_file_bytes
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="peers-"))
+    ckpt = Path(args.ckpt) if args.ckpt else work / "random.pt"
+    if not args.ckpt:
+        print(f"building a random-weight {args.preset} checkpoint ...", flush=True)
+        random_checkpoint(args.preset, ckpt)
+    bench = find_tool("llama-bench", args.llama_bench)
+    simple = find_tool("llama-simple", args.llama_simple)
+    exports = {"ort default": ("ort-cpu", {}), "ort auto": ("ort-cpu", {"embedding": "auto", "lm_head": "auto"}),
+               "fp32 twin": ("fp32", {})}
+    rows, folders = [], {}
+    for label, (target, opts) in tqdm(exports.items(), desc="export + measure (onnxruntime)"):
+        folder = folders[label] = export_checkpoint(ckpt, work / label.replace(" ", "-"), target=target, **opts)
+        export = json.loads((folder / "config.json").read_text())["export"]
+        rows.append({"label": label, "runtime": f"onnxruntime {__import__('onnxruntime').__version__}",
+                     "detail": f"{target}, emb {export['embedding']}, head {export['lm_head']}",
+                     "file_mb": model_file_bytes(folder / "model.onnx") / 1e6,
+                     **measure_ort(folder, args.threads, args.prompt_len, args.decode_tokens, args.repeats)})
+    numpy_row = measure_numpy(folders["ort auto"], args.prompt_len, args.numpy_decode_tokens)
+    if numpy_row.get("status") == "ok":
+        numpy_row["prefill_tokens_per_s"] = args.prompt_len / numpy_row["prefill_ms"] * 1000
+    rows.append({"label": "numpy runtime", "runtime": "ternarylm.runtime_py", "detail": "the 'ort auto' folder",
+                 "file_mb": rows[1]["file_mb"], **numpy_row})
+
+    greedy = {}
+    if bench is None:
+        print("llama.cpp: no llama-bench found (--llama-bench, $LLAMA_BENCH or PATH): its rows are skipped")
+    else:
+        for qtype in ("tq2_0", "tq1_0"):
+            gguf = work / f"model-{qtype}.gguf"
+            label = f"llama.cpp {qtype.upper()}"
+            try:
+                export_gguf(ckpt, gguf, qtype=qtype)
+            except ValueError as e:
+                rows.append({"label": label, "status": "skipped", "message": str(e)[:200]})
+                continue
+            rows.append({"label": label, "runtime": "llama.cpp (llama-bench)", "detail": qtype,
+                         "file_mb": gguf.stat().st_size / 1e6,
+                         **llama_bench(bench, gguf, args.threads, args.prompt_len, args.decode_tokens, args.repeats)})
+            if simple and qtype == "tq2_0":
+                greedy["llama.cpp TQ2_0"] = llama_greedy(simple, gguf, args.prompt, args.greedy_tokens)
+    if greedy:
+        greedy["ort auto"] = ours_greedy(folders["ort auto"], args.prompt, args.greedy_tokens)
+
+    by = {r["label"]: r for r in rows}
+    print(f"\n{'system':18} {'detail':34} {'file MB':>8} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak RSS MB':>11}")
+    for r in rows:
+        if r.get("status") != "ok":
+            print(f"{r['label']:18} {r.get('status')}: {r.get('message', '')[:90]}")
+            continue
+        print(f"{r['label']:18} {r.get('detail', ''):34} {r['file_mb']:8.1f} {r.get('prefill_tokens_per_s', 0):13.0f} "
+              f"{r['decode_tokens_per_s']:12.1f} {r['peak_rss_mb']:11.0f}")
+    goals = []
+    for what, a, b, key, need, higher in GOALS:
+        ra, rb = by.get(a, {}), by.get(b, {})
+        if ra.get("status") != "ok" or rb.get("status") != "ok":
+            goals.append({"goal": what, "ratio": None, "met": None})
+            continue
+        ratio = ra[key] / rb[key] if higher else rb[key] / ra[key]
+        goals.append({"goal": what, "ratio": ratio, "met": ratio >= need})
+    numpy_ok = by["numpy runtime"].get("status") == "ok"
+    goals.append({"goal": "numpy runtime >= 20 tokens/s", "ratio": by["numpy runtime"].get("decode_tokens_per_s"),
+                  "met": numpy_ok and by["numpy runtime"]["decode_tokens_per_s"] >= 20})
+    print()
+    for g in goals:
+        mark = "n/a " if g["met"] is None else ("MET " if g["met"] else "MISS")
+        print(f"  {mark} {g['goal']}" + (f": {g['ratio']:.2f}" if g["ratio"] is not None else ""))
+    for label, text in greedy.items():
+        print(f"  greedy {label:16}: {text!r}")
+    if greedy:
+        same = greedy.get("llama.cpp TQ2_0") is not None and \
+            greedy["llama.cpp TQ2_0"].strip() == greedy["ort auto"].strip()
+        print(f"  greedy text {'identical' if same else 'differs'} (llama.cpp TQ2_0 vs ort auto)")
+    meta = {"checkpoint": str(args.ckpt) if args.ckpt else f"random-weight {args.preset}", "cpu": cpu_model(),
+            "threads": args.threads, "prompt_len": args.prompt_len, "decode_tokens": args.decode_tokens,
+            "llama_bench": bench, "python": sys.version.split()[0]}
+    name = f"peers_{Path(args.ckpt).parent.name}" if args.ckpt else f"peers_{args.preset}"
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "goals": goals, "greedy": greedy}, indent=2))
+    plot(rows, RESULTS / f"{name}.png", meta)
+    print(f"\nCPU: {meta['cpu']}, {args.threads} threads; wrote {out}")
+
+
+def plot(rows, path: Path, meta: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("status") == "ok"]
+    labels = [r["label"] for r in ok]
+    colors = ["#c55" if r["label"].startswith("llama.cpp") else "#888" if "fp32" in r["label"] else "#2a7"
+              for r in ok]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
+    for ax, key, title in zip(axes, ("file_mb", "peak_rss_mb", "prefill_tokens_per_s", "decode_tokens_per_s"),
+                              ("file (MB)", "peak RSS (MB)", "prefill tokens/s", "decode tokens/s")):
+        ax.barh(labels, [r.get(key) or 0 for r in ok], color=colors)
+        ax.set_title(title)
+        ax.invert_yaxis()
+    fig.suptitle(f"{meta['checkpoint']}: ternarylm vs llama.cpp ({meta['cpu']}, {meta['threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
