@@ -6,6 +6,9 @@ It imports nothing of ternarylm outside itself (numpy, onnx, click and tokenizer
 - ``codecs.py``      MatMulNBits encode/decode, LSB-first code packing (int4 nibbles), symmetric block quantisation
 - ``entries.py``     config.json's vocabulary: model kinds, weight-map entry kinds, ``is_ternary_entry``
 - ``folder.py``      the folder itself: manifest, format version, atomic write, ``ModelFolder``, config-vs-graph check
+- ``architecture.py`` config.json's ``architecture`` as a checked ``ModelConfig`` (every reader sizes from it)
+- ``targets.py``     the export-target registry (lowering, default precisions, kinds, verify tolerance)
+- ``compare.py``     the logits metric every check uses (relative max difference, argmax agreement)
 - ``hashing.py``     ``sha256_file`` (manifests, checkpoints, token caches, device plans)
 - ``onnx_names.py``  opset and operator domains of the graph
 - ``custom_op.py``   ``ai.ternarylm::TernaryMatMul``: schema and function body
