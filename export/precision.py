@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 AUTO = "auto"
-MAX_NEW_TOKENS = 24
 
 
 def candidates(target, kind_has_head: bool, embedding: str | None, lm_head: str | None) -> list[tuple]:
@@ -39,7 +38,8 @@ def choose(ckpt: dict, target, pairs: list[tuple], export_folder, keep_precision
 
     ``export_folder(out_dir, embedding, lm_head)`` writes one candidate export (the exporter's own path).
     """
-    from ternarylm.export.verify import DEFAULT_PROMPTS, compare_language_model, language_model_references
+    from ternarylm.export.verify import (DEFAULT_NEW_TOKENS, DEFAULT_PROMPTS, compare_language_model,
+                                         language_model_references)
 
     if len(pairs) == 1:
         return (*pairs[0], None)
@@ -52,7 +52,7 @@ def choose(ckpt: dict, target, pairs: list[tuple], export_folder, keep_precision
                 import json
 
                 kept = json.loads((folder / "config.json").read_text())["export"].get("keep_precision")
-                references = language_model_references(ckpt, kept, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
+                references = language_model_references(ckpt, kept, DEFAULT_PROMPTS, DEFAULT_NEW_TOKENS)
             result = compare_language_model(folder, references, [engine], target.relative_tolerance, 0.9)[engine]
             tried.append({"embedding": embedding, "lm_head": lm_head, "engine": engine,
                           "max_logit_diff": result["max_logit_diff"], "greedy_agreement": result["greedy_agreement"],
@@ -62,5 +62,5 @@ def choose(ckpt: dict, target, pairs: list[tuple], export_folder, keep_precision
     chosen = next((t for t in tried if t["passed"]), tried[-1])
     record = {"embedding": chosen["embedding"], "lm_head": chosen["lm_head"], "passed": chosen["passed"],
               "relative_tolerance": target.relative_tolerance, "min_agreement": 0.9,
-              "prompts": list(DEFAULT_PROMPTS), "max_new_tokens": MAX_NEW_TOKENS, "tried": tried}
+              "prompts": list(DEFAULT_PROMPTS), "max_new_tokens": DEFAULT_NEW_TOKENS, "tried": tried}
     return chosen["embedding"], chosen["lm_head"], record

@@ -29,6 +29,7 @@ DEFAULT_PROMPTS = ("Once upon a time", "The little dog ran to the", "\"Can we pl
 DEFAULT_TEXTS = ("The little dog ran to the park.", "\"Can we play?\" asked Tom.", "It was a cold and rainy day.",
                  "Lily found a red ball under the tree.", "The cat slept all day in the warm sun.")
 ENGINES = ("ort", "numpy")
+DEFAULT_NEW_TOKENS = 16  # greedy tokens per prompt (verify, and the --embedding/--lm-head auto search)
 DEFAULT_RELATIVE_TOLERANCE = 0.15  # a target the registry does not know (an export from a newer version)
 
 
@@ -90,7 +91,7 @@ def _engine_result(got, ref, agreement: float, agreement_key: str, tol: float, m
 
 
 def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=None,
-                              max_new_tokens: int = 16) -> list[tuple[list[int], list[int], np.ndarray]]:
+                              max_new_tokens: int = DEFAULT_NEW_TOKENS) -> list[tuple[list[int], list[int], np.ndarray]]:
     """PyTorch's side of the comparison, once: per prompt ``(prompt ids, greedy ids, teacher-forced logits)``
     of the checkpoint's model with the export's per-layer precision plan."""
     from tokenizers import Tokenizer
@@ -130,7 +131,7 @@ def compare_language_model(export_dir, references, engines, tol: float, min_agre
 
 
 def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
-                           prompts=None, max_new_tokens: int = 16, **_) -> dict:
+                           prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, **_) -> dict:
     prompts = list(prompts or DEFAULT_PROMPTS)
     references = language_model_references(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens)
     return {"prompts": prompts, "engines": compare_language_model(export_dir, references, engines, tol, min_agreement)}
@@ -174,7 +175,7 @@ VERIFIERS = {CAUSAL_LM: (_verify_language_model, "greedy_agreement"),
              SEQUENCE_CLASSIFICATION: (_verify_classifier, "argmax_agreement")}
 
 
-def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = 16, engines=ENGINES,
+def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, engines=ENGINES,
                   logit_tol: float | None = None, min_agreement: float = 0.9, inputs=None) -> dict:
     """Compare an export folder (either engine) with the PyTorch model of ``checkpoint``.
 

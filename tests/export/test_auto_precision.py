@@ -37,7 +37,7 @@ def test_auto_export_keeps_the_first_passing_candidate(tiny_ckpt, tmp_path):
     if choice["passed"]:  # the written folder passes ternary-export verify with the same engine and tolerance
         report = tmp_path / "verify.json"
         cli("ternarylm.export.cli", "verify", out, "--ckpt", tiny_ckpt, "--engines", tried[-1]["engine"],
-            "--max-new-tokens", "24", "--json", report)
+            "--json", report)  # verify's defaults are the search's: same prompts, tokens, tolerance
         engine = json.loads(report.read_text())["engines"][tried[-1]["engine"]]
         assert engine["max_logit_diff"] == pytest.approx(tried[-1]["max_logit_diff"], rel=1e-5)
     assert not list(tmp_path.glob(".*tmp*"))  # candidates' scratch folders are gone
