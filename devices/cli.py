@@ -11,6 +11,7 @@ one line and a non-zero exit; a configuration that runs out of memory is a row o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import shutil
 import sys
@@ -271,7 +272,8 @@ def _measure_all(settings, folders, targets, prompt_lens, decode_tokens, warmup,
             bar.set_description(f"{label} prompt {n}")
             folder = folders[label]
             s = settings[label]
-            req = MeasureRequest(s, config=str(folder.path / "config.json"), prompt_len=n,
+            # INFO logging in the measured process only, so onnxruntime's slow-path line reaches the runner
+            req = MeasureRequest(dataclasses.replace(s, log_info=True), config=str(folder.path / "config.json"), prompt_len=n,
                                  decode_tokens=decode_tokens, warmup=warmup, repeats=repeats,
                                  memory_limit_mb=memory_limit, timeout_s=timeout,
                                  extra={"model": label, "target": targets[label]})

@@ -181,3 +181,16 @@ def test_tune_then_stale_plan(export_copy, tmp_path):
                           "tuned with onnxruntime 1.0.0")
     assert "--tune" in line and "--no-plan" in line
     assert run("--model", d, "--device", "cpu", "--no-plan", "--out", out, *FAST).exit_code == 0
+
+
+def test_profile_flags_the_slow_fallback(tiny_exports, tmp_path):
+    """ternary-profile measures with onnxruntime's INFO log on, so a MatMulNBits that falls back to its
+    unpacked fp32 path is named in the output and report.json, exactly when this ORT logs it."""
+    from test_device_measure import ort_logs_slow_fallback
+
+    r = run("--model", tiny_exports["slow"], "--device", "cpu", "--out", tmp_path, *FAST)
+    assert r.exit_code == 0, r.output
+    expected = ort_logs_slow_fallback(0)
+    assert ("slow MatMulNBits fallback" in r.stdout) is expected
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert all(x["slow_fallback"] is expected for x in rep["results"])
