@@ -20,17 +20,30 @@ Importing this package needs neither torch nor transformers (nor onnxruntime unt
 
 from __future__ import annotations
 
-from ternarylm.devices.deploy import ProviderError, RuntimeSettings, runtime_settings
-from ternarylm.devices.detect import DeviceError, HostInfo, Resolution, detect_device, detect_host, resolve_device
-from ternarylm.devices.plan import Plan, PlanError, StalePlanError, load_plan
-from ternarylm.devices.profile import (DeviceProfile, Lowering, ProfileError, known_names,
-                                       load_profile, load_profiles)
-from ternarylm.onnxrt.session import SessionSettings
-from ternarylm.format.folder import FolderError, ModelFolder
+# Names resolve on first use: ``python -m ternarylm.devices.measure`` (the measured process) then imports
+# only what a measurement needs, not the profiles, detection and plan code (about 6 MB of resident memory).
+_LAZY = {
+    "ProviderError": "ternarylm.devices.deploy", "RuntimeSettings": "ternarylm.devices.deploy",
+    "runtime_settings": "ternarylm.devices.deploy",
+    "DeviceError": "ternarylm.devices.detect", "HostInfo": "ternarylm.devices.detect",
+    "Resolution": "ternarylm.devices.detect", "detect_device": "ternarylm.devices.detect",
+    "detect_host": "ternarylm.devices.detect", "resolve_device": "ternarylm.devices.detect",
+    "Plan": "ternarylm.devices.plan", "PlanError": "ternarylm.devices.plan", "StalePlanError": "ternarylm.devices.plan",
+    "load_plan": "ternarylm.devices.plan",
+    "DeviceProfile": "ternarylm.devices.profile", "Lowering": "ternarylm.devices.profile",
+    "ProfileError": "ternarylm.devices.profile", "known_names": "ternarylm.devices.profile",
+    "load_profile": "ternarylm.devices.profile", "load_profiles": "ternarylm.devices.profile",
+    "SessionSettings": "ternarylm.onnxrt.session",
+    "FolderError": "ternarylm.format.folder", "ModelFolder": "ternarylm.format.folder",
+}
 
-__all__ = [
-    "DeviceError", "DeviceProfile", "FolderError", "HostInfo", "Lowering", "ModelFolder", "Plan",
-    "PlanError", "ProfileError", "ProviderError", "Resolution", "RuntimeSettings", "SessionSettings",
-    "StalePlanError", "detect_device", "detect_host", "known_names", "load_plan", "load_profile", "load_profiles",
-    "resolve_device", "runtime_settings",
-]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ternarylm.devices' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,5 +1,5 @@
 """``ternary-export``: ``onnx`` writes a deployable folder, ``verify`` checks it against PyTorch,
-``gguf`` writes one GGUF file for llama.cpp."""
+``gguf`` writes one GGUF file for llama.cpp, ``hf`` a Hugging Face transformers folder."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ Examples:
   ternary-export onnx runs/small/ckpt.pt --keep-precision '*.down_proj=8'   # mixed precision at export
   ternary-export verify exports/small-ort-cpu --ckpt runs/small/ckpt.pt
   ternary-export gguf runs/132m/ckpt.pt --type tq2_0 --out exports/132m-tq2_0.gguf   # for llama.cpp
+  ternary-export hf runs/small/ckpt.pt --out hf/small       # AutoModelForCausalLM.from_pretrained("hf/small")
 """
 
 
@@ -163,6 +164,31 @@ def export_gguf(checkpoint, qtype, lm_head, embedding, out_path, force):
     types = ", ".join(f"{n} {name}" for name, n in result.types.items())
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; tensors: {types}; "
                f"block scales rounded to fp16, max relative change {result.max_scale_rounding:.1e})")
+
+
+@main.command("hf", epilog=EXAMPLES)
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--layout", type=click.Choice(["packed", "latent"]), default="packed", show_default=True,
+              help="packed: 2-bit trits + one scale per layer (transformers' offline BitLinear, the published "
+                   "BitNet layout); latent: the float latent weights, ternarised at each forward "
+                   "(AutoBitLinear online, fine-tunable in transformers).")
+@click.option("--force", is_flag=True, help="Replace an existing Hugging Face folder.")
+@user_errors
+def export_hf(checkpoint, out_dir, layout, force):
+    """Write CHECKPOINT (a causal-LM ckpt.pt) as a Hugging Face folder that
+    transformers.AutoModelForCausalLM.from_pretrained loads as a llama model (no trust_remote_code; the
+    BitNet layers need accelerate). See docs/HF.md."""
+    from ternarylm.checkpoint import check_checkpoint_file
+    from ternarylm.hf import export_hf as write_hf
+
+    check_checkpoint_file(checkpoint)
+    result = write_hf(checkpoint, out_dir, force=force, layout=layout)
+    how = {"packed": "transformers BitLinear, 2-bit packed", "latent": "transformers AutoBitLinear, latent fp32",
+           "dense": "plain dense Llama, dequantised weights"}[result.layout]
+    counts = (f"{len(result.ternary)} ternary linears, {len(result.float_linears)} float" if result.ternary
+              else f"{len(result.float_linears)} linears")
+    click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; {how}; {counts})")
 
 
 if __name__ == "__main__":

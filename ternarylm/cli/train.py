@@ -16,6 +16,7 @@ Examples:
   ternary-train --dataset roneneldan/TinyStories --preset small --out runs/ts
   ternary-train --preset small --keep-precision 'model.layers.0.*=8' --out runs/mixed
   ternary-train --out runs/small --resume                     # continue exactly where it stopped
+  ternary-train --init-from ./my-llama --data corpus/ --out runs/from-llama   # QAT from a fp Llama
   torchrun --nproc_per_node=2 $(which ternary-train) --preset small --out runs/ddp
 """
 
@@ -33,6 +34,11 @@ Examples:
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--stories", default=20000, show_default=True, help="Synthetic stories when no data is given.")
 @click.option("--tokenizer", help="Tokenizer folder/file or hub name (default: train a byte-level BPE).")
+@click.option("--init-from", "init_from", metavar="PATH",
+              help="Start from a full-precision Llama-architecture Hugging Face model (a folder with config.json, "
+                   "model.safetensors and its tokenizer; a hub name online): its shapes, weights (the latent "
+                   "weights of ternary QAT) and tokenizer. --preset is ignored; --set may change only "
+                   "max_position_embeddings. See docs/HF.md.")
 @click.option("--vocab-size", type=int, help="Vocabulary of the trained BPE (default: the preset's).")
 @click.option("--seq-len", default=128, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)
@@ -64,7 +70,7 @@ Examples:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @user_errors
 def main(out_dir, preset, precision, config_json, sets, data, dataset, dataset_config, dataset_split,
-         text_field, stories, tokenizer, vocab_size, seq_len, batch_size, grad_accum, lr, min_lr_ratio,
+         text_field, stories, tokenizer, init_from, vocab_size, seq_len, batch_size, grad_accum, lr, min_lr_ratio,
          warmup_steps, max_steps, schedule, weight_decay, grad_clip, eval_every, eval_batches,
          val_fraction, seed, device, threads, keep_last, granularity, group_size, act_bits, keep_precision,
          resume, overwrite, no_progress):
@@ -79,7 +85,8 @@ def main(out_dir, preset, precision, config_json, sets, data, dataset, dataset_c
     args = TrainArgs(out_dir=out_dir, preset=preset, precision=precision, overrides=overrides,
                      data=list(data), dataset=dataset, dataset_config=dataset_config,
                      dataset_split=dataset_split, text_field=text_field, stories=stories,
-                     tokenizer=tokenizer, vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
+                     tokenizer=tokenizer, init_from=init_from, vocab_size=vocab_size, seq_len=seq_len,
+                     batch_size=batch_size,
                      grad_accum=grad_accum, lr=lr, min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps,
                      max_steps=max_steps, schedule=schedule, weight_decay=weight_decay, grad_clip=grad_clip,
                      eval_every=eval_every, eval_batches=eval_batches, val_fraction=val_fraction, seed=seed,

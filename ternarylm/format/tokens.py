@@ -8,9 +8,9 @@ a BERT tokenizer -> ``{"bos": 101 ([CLS]), "eos": 102 ([SEP]), "pad": 0 ([PAD])}
 
 from __future__ import annotations
 
-EOS_NAMES = ("<|endoftext|>", "</s>", "[SEP]", "<eos>")
+EOS_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "[SEP]", "<eos>")
 PAD_NAMES = ("<|pad|>", "[PAD]", "<pad>")
-BOS_NAMES = ("[CLS]", "<s>", "<bos>")
+BOS_NAMES = ("[CLS]", "<s>", "<bos>", "<|begin_of_text|>")
 
 
 def special_token_ids(tok) -> dict[str, int | None]:

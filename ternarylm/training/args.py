@@ -18,6 +18,7 @@ class TrainArgs:
     text_field: str = "text"
     stories: int = 20000  # size of the built-in synthetic corpus when no data is given
     tokenizer: str | None = None  # path or hub name; default: train a byte-level BPE
+    init_from: str | None = None  # full-precision Llama HF folder (or hub name): its shapes, weights, tokenizer
     vocab_size: int | None = None  # for the trained BPE; default: the preset's vocab size
     seq_len: int = 128
     batch_size: int = 16
@@ -67,6 +68,10 @@ class TrainArgs:
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              "--device must be auto, cpu or cuda[:N]"),
             (not (self.data and self.dataset), "give either --data or --dataset, not both"),
+            (not (self.init_from and self.tokenizer),
+             "--init-from trains with the model's own tokenizer; drop --tokenizer"),
+            (not (self.init_from and self.vocab_size),
+             "--init-from takes the vocabulary of the model's tokenizer; drop --vocab-size"),
         ]
         for ok, message in checks:
             if not ok:

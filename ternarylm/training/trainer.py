@@ -125,8 +125,20 @@ def _remove_new(run_dir: Path, before: set | None):
             run_dir.rmdir()
 
 
-def build_config(args: TrainArgs, vocab_size: int, special: dict) -> TernaryLMConfig:
+INIT_OVERRIDABLE = ("max_position_embeddings",)  # what --set may change in a model started --init-from
+
+
+def build_config(args: TrainArgs, vocab_size: int, special: dict,
+                 architecture: dict | None = None) -> TernaryLMConfig:
+    """The run's config: the preset (or, with ``--init-from``, the source model's ``architecture``) plus
+    --set/--config-json overrides, the quantisation options and the tokenizer's special ids."""
     overrides = dict(args.overrides)
+    if architecture is not None:
+        fixed = sorted(set(overrides) - set(INIT_OVERRIDABLE))
+        if fixed:
+            raise TrainError(f"--set {fixed[0]} cannot change a model started with --init-from (its architecture "
+                             f"comes from {args.init_from}); only {', '.join(INIT_OVERRIDABLE)} can be set")
+        overrides = {**architecture, **overrides}
     overrides.setdefault("vocab_size", vocab_size)
     if overrides["vocab_size"] < vocab_size:
         raise TrainError(f"vocab_size {overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}")
@@ -178,8 +190,13 @@ def train(args: TrainArgs) -> dict:
 
         if args.preset not in PRESETS:
             raise TrainError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-        tokenizer = prepare_tokenizer(args, PRESETS[args.preset]["vocab_size"],
-                                      resume_state["tokenizer_json"] if resume_state else None)
+        init = None
+        if args.init_from and resume_state is None:  # on resume the checkpoint holds weights and tokenizer
+            from ternarylm.hf import load_llama_init
+
+            init = load_llama_init(args.init_from)
+        tokenizer = init.tokenizer if init else prepare_tokenizer(
+            args, PRESETS[args.preset]["vocab_size"], resume_state["tokenizer_json"] if resume_state else None)
         special = special_token_ids(tokenizer)
         if ctx.is_main:
             cache = prepare_tokens(args, tokenizer, run_dir)
@@ -193,9 +210,14 @@ def train(args: TrainArgs) -> dict:
 
         config = (TernaryLMConfig(**{k: v for k, v in resume_state["config"].items()
                                      if k not in ("transformers_version", "architectures", "model_type")})
-                  if resume_state else build_config(args, tokenizer.get_vocab_size(), special))
+                  if resume_state else build_config(args, tokenizer.get_vocab_size(), special,
+                                                    init.architecture if init else None))
         torch.manual_seed(args.seed)
-        model = TernaryLMForCausalLM(config).to(device)
+        model = TernaryLMForCausalLM(config)
+        if init is not None:  # the source's fp weights become the latent weights (BitLinear is in place)
+            model.load_state_dict(init.state_dict)
+            init.state_dict = None
+        model = model.to(device)
         optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95),
                                       eps=1e-8)
         scheduler = LambdaLR(optimizer, lambda s: lr_multiplier(s, args.max_steps, args.warmup_steps,
@@ -223,7 +245,10 @@ def train(args: TrainArgs) -> dict:
             print(f"removed {len(stale)} stale temporary file(s) left by an interrupted write: {', '.join(stale)}",
                   flush=True)
         _truncate_metrics(metrics_path, step)
-        print(f"ternarylm {ternarylm.__version__}: {args.preset} preset, precision={config.precision}, "
+        for note in (init.notes if init else ()):
+            print(f"note: {note}", flush=True)
+        origin = f"from {args.init_from}" if args.init_from else f"{args.preset} preset"
+        print(f"ternarylm {ternarylm.__version__}: {origin}, precision={config.precision}, "
               f"{count_parameters(model):,} parameters, vocab {config.vocab_size}, "
               f"{cache.n_tokens:,} tokens ({train_end - train_start:,} train / {val_end - val_start:,} val), "
               f"device {device}, world size {ctx.world_size}", flush=True)
