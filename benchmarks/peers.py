@@ -46,25 +46,26 @@ def find_tool(name: str, given: str | None) -> str | None:
     return path if path and Path(path).is_file() else None
 
 
+# Linux carries a process's RSS high-water mark into the children it forks (and across their exec), so
+# wait4 in this big Python process would report its own peak for llama-bench. A small launcher forks it
+# instead and passes back the child's own figure.
+LAUNCHER = r"""
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\nLAUNCHER-MAXRSS-KB {usage.ru_maxrss}\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_child_rss(cmd: list[str], timeout: float = 1800) -> tuple[int, str, str, float]:
-    """Run ``cmd`` (output to temp files, so no pipe can fill up); returns ``(exit code, stdout, stderr,
-    its own peak RSS in MB)`` from wait4, which reports that child's high-water mark alone."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return proc.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss / 1024
+    """Run ``cmd`` through the launcher; returns ``(exit code, stdout, stderr, its peak RSS in MB)``."""
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], capture_output=True, text=True, timeout=timeout)
+    lines = proc.stderr.rstrip().splitlines()
+    rss = float(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("LAUNCHER-MAXRSS-KB") else float("nan")
+    return proc.returncode, proc.stdout, "\n".join(lines[:-1]), rss
 
 
 def llama_bench(binary: str, gguf: Path, threads: int, prompt_len: int, decode_tokens: int, repeats: int) -> dict:
@@ -167,9 +168,13 @@ def main():
             rows.append({"label": label, "runtime": "llama.cpp (llama-bench)", "detail": qtype,
                          "file_mb": gguf.stat().st_size / 1e6,
                          **llama_bench(bench, gguf, args.threads, args.prompt_len, args.decode_tokens, args.repeats)})
-            if simple and qtype == "tq2_0":
-                greedy["llama.cpp TQ2_0"] = llama_greedy(simple, gguf, args.prompt, args.greedy_tokens)
-    if greedy:
+    if simple:  # the same greedy text from both runtimes: TQ2_0, or Q4_0 (the same trits) where TQ does not fit
+        gguf = work / "model-tq2_0.gguf"
+        if not gguf.exists():
+            gguf = work / "model-q4_0.gguf"
+            export_gguf(ckpt, gguf, qtype="q4_0")
+        greedy[f"llama.cpp {gguf.stem.split('-')[-1].upper()}"] = llama_greedy(simple, gguf, args.prompt,
+                                                                              args.greedy_tokens)
         greedy["ort auto"] = ours_greedy(folders["ort auto"], args.prompt, args.greedy_tokens)
 
     by = {r["label"]: r for r in rows}
@@ -198,9 +203,9 @@ def main():
     for label, text in greedy.items():
         print(f"  greedy {label:16}: {text!r}")
     if greedy:
-        same = greedy.get("llama.cpp TQ2_0") is not None and \
-            greedy["llama.cpp TQ2_0"].strip() == greedy["ort auto"].strip()
-        print(f"  greedy text {'identical' if same else 'differs'} (llama.cpp TQ2_0 vs ort auto)")
+        theirs = next(v for k, v in greedy.items() if k.startswith("llama.cpp"))
+        same = theirs is not None and theirs.strip() == greedy["ort auto"].strip()
+        print(f"  greedy text {'identical' if same else 'differs'} ({', '.join(greedy)})")
     meta = {"checkpoint": str(args.ckpt) if args.ckpt else f"random-weight {args.preset}", "cpu": cpu_model(),
             "threads": args.threads, "prompt_len": args.prompt_len, "decode_tokens": args.decode_tokens,
             "llama_bench": bench, "python": sys.version.split()[0]}
