@@ -19,8 +19,8 @@ def candidates(target, kind_has_head: bool, embedding: str | None, lm_head: str 
     """``(embedding, lm_head)`` pairs to try for the options as given (``auto`` or a fixed precision)."""
     fixed_e = None if embedding in (None, AUTO) else embedding
     fixed_h = None if lm_head in (None, AUTO) else lm_head
-    if not kind_has_head:
-        return [(fixed_e or target.embedding, None)]
+    if not kind_has_head:  # a fixed head precision is passed on, for the exporter to refuse
+        return [(fixed_e or target.embedding, fixed_h)]
     pairs = [(e, h) for e, h in target.auto_precisions
              if (fixed_e is None or e == fixed_e) and (fixed_h is None or h == fixed_h)]
     return pairs or [(fixed_e or target.embedding, fixed_h or target.lm_head)]

@@ -142,7 +142,7 @@ def test_slow_fallback_is_flagged(tiny_exports):
 
 # What an allocation failure says: Python's MemoryError, the dynamic loader unable to map a shared
 # library (what a 100 MB address-space limit hits first: importing onnxruntime), C++ and libc.
-ALLOCATION_FAILURE = re.compile(r"MemoryError|failed to map segment|bad_alloc|cannot allocate memory|"
+ALLOCATION_FAILURE = re.compile(r"MemoryError|failed to map segment|allocation still failed|bad_alloc|cannot allocate memory|"
                                 r"out of memory|failed to allocate|unable to allocate", re.IGNORECASE)
 
 
