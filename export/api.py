@@ -10,7 +10,6 @@ from pathlib import Path
 
 import onnx
 from ternarylm.export.common import divisor_block, lower_linears, source_config, source_manifest
-from ternarylm.export.folder import tokenizer_config
 from ternarylm.export.kinds import export_kind
 from ternarylm.format.targets import PRECISIONS, get_target
 from ternarylm.export.weights import extract_weights
@@ -18,7 +17,7 @@ from ternarylm.export.weights import extract_weights
 from ternarylm.format import lowering
 from ternarylm.format.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, json_bytes, model_files, write_export_folder
 from ternarylm.format.onnx_names import MS_DOMAIN
-from ternarylm.format.tokens import special_token_ids
+from ternarylm.format.tokens import special_token_ids, tokenizer_config
 
 
 def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: str | None = None,

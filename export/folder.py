@@ -45,17 +45,3 @@ def genai_config(arch: dict, special: dict, dtype_is_fp16: bool, providers: tupl
                    "num_beams": 1, "num_return_sequences": 1, "past_present_share_buffer": bool(shared_kv_buffer),
                    "repetition_penalty": 1.0, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
     }
-
-
-def tokenizer_config(tokenizer_json: str, special: dict, context: int) -> dict:
-    """A transformers-style tokenizer_config.json naming the special tokens by their strings."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer_json)
-
-    def token(i):
-        return tok.id_to_token(i) if i is not None else None
-
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
-            "bos_token": token(special.get("bos")), "eos_token": token(special.get("eos")),
-            "pad_token": token(special.get("pad")), "unk_token": None, "clean_up_tokenization_spaces": False}

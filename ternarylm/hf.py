@@ -32,13 +32,12 @@ folder's tokenizer. See docs/HF.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ternarylm.format.entries import CAUSAL_LM
-from ternarylm.format.tokens import special_token_ids
+from ternarylm.format.folder import write_folder_atomically
+from ternarylm.format.tokens import special_token_ids, tokenizer_config
 
 LAYOUTS = ("packed", "latent")
 INIT_MODEL_TYPES = ("llama",)  # what --init-from accepts (model_type in config.json)
@@ -112,11 +111,11 @@ def export_hf(ckpt_path, out_dir, force: bool = False, layout: str = "packed") -
                   metadata={"format": "pt"})
         (tmp / "tokenizer.json").write_text(tok_json, encoding="utf-8")
         (tmp / "tokenizer_config.json").write_text(
-            json.dumps(_tokenizer_config(tok_json, special, config.max_position_embeddings), indent=2) + "\n",
+            json.dumps(tokenizer_config(tok_json, special, config.max_position_embeddings), indent=2) + "\n",
             encoding="utf-8")
 
     with torch.no_grad():
-        path = _write_atomically(out_dir, write, force)
+        path = write_folder_atomically(out_dir, write, force)
     n_bytes = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     return HFExport(path=path, layout=out_layout, ternary=ternary, float_linears=float_linears + dense,
                     n_bytes=n_bytes)
@@ -208,41 +207,6 @@ def _quantization_config(layout: str, float_linears: list[str]) -> dict:
     linear_class, mode = ("bitlinear", "offline") if layout == "packed" else ("autobitlinear", "online")
     return {"quant_method": "bitnet", "linear_class": linear_class, "quantization_mode": mode,
             "modules_to_not_convert": ["lm_head", *float_linears], "use_rms_norm": False}
-
-
-def _tokenizer_config(tokenizer_json: str, special: dict, context: int) -> dict:
-    """tokenizer_config.json naming the special tokens by their strings (as the ONNX export folder does)."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(tokenizer_json)
-
-    def token(i):
-        return tok.id_to_token(i) if i is not None else None
-
-    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
-            "bos_token": token(special.get("bos")), "eos_token": token(special.get("eos")),
-            "pad_token": token(special.get("pad")), "unk_token": None, "clean_up_tokenization_spaces": False}
-
-
-def _write_atomically(out_dir: Path, write, force: bool) -> Path:
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if out_dir.exists():
-            if not force:
-                raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 # ------------------------------------------------------------------------------------------------ in

@@ -76,8 +76,10 @@ def model_file_bytes(path: str | os.PathLike) -> int:
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
-def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool) -> Path:
-    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename)."""
+def write_folder_atomically(out_dir: Path, write, force: bool) -> Path:
+    """Fill a temporary sibling of ``out_dir`` with ``write(tmp_dir)``, then rename it into place (replacing
+    an existing folder only when ``force``): a failure at any point leaves no half-written folder and the
+    old one untouched."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
@@ -86,12 +88,7 @@ def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        manifest = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, **manifest_extra,
-                    "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                              for name in sorted(files)}}
-        dump_json(tmp / "manifest.json", manifest)
+        write(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
@@ -102,6 +99,20 @@ def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool) -> Path:
+    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename)."""
+
+    def write(tmp: Path) -> None:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        manifest = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, **manifest_extra,
+                    "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+                              for name in sorted(files)}}
+        dump_json(tmp / "manifest.json", manifest)
+
+    return write_folder_atomically(out_dir, write, force)
 
 
 # ---- reading -------------------------------------------------------------------------------------

@@ -28,3 +28,17 @@ def _first_id(tok, names: tuple[str, ...]) -> int | None:
         if i is not None:
             return i
     return None
+
+
+def tokenizer_config(tokenizer_json: str, special: dict, context: int) -> dict:
+    """A transformers-style tokenizer_config.json naming the special tokens by their strings."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(tokenizer_json)
+
+    def token(i):
+        return tok.id_to_token(i) if i is not None else None
+
+    return {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": context,
+            "bos_token": token(special.get("bos")), "eos_token": token(special.get("eos")),
+            "pad_token": token(special.get("pad")), "unk_token": None, "clean_up_tokenization_spaces": False}
