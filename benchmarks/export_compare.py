@@ -79,6 +79,28 @@ print("RESULT " + json.dumps({"status": "ok", "load_s": load_s, "prefill_ms": pr
 """
 
 
+def workload_options(ap: argparse.ArgumentParser) -> None:
+    """The options every side-by-side benchmark shares: the checkpoint (or a random-weight preset) and the
+    workload."""
+    ap.add_argument("--ckpt")
+    ap.add_argument("--preset", default="132m")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--numpy-decode-tokens", type=int, default=16)
+
+
+def source_checkpoint(args, prefix: str) -> tuple[Path, Path]:
+    """``(work folder, checkpoint)``: ``--ckpt``, or a random-weight ``--preset`` built in the work folder."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    ckpt = Path(args.ckpt) if args.ckpt else work / "random.pt"
+    if not args.ckpt:
+        print(f"building a random-weight {args.preset} checkpoint ...", flush=True)
+        random_checkpoint(args.preset, ckpt)
+    return work, ckpt
+
+
 def measure_numpy(folder: Path, prompt_len: int, decode_tokens: int) -> dict:
     proc = subprocess.run([sys.executable, "-c", NUMPY_MEASURE, str(folder), str(prompt_len), str(decode_tokens)],
                           capture_output=True, text=True, timeout=1800)
@@ -90,13 +112,7 @@ def measure_numpy(folder: Path, prompt_len: int, decode_tokens: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt")
-    ap.add_argument("--preset", default="132m")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--decode-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--numpy-decode-tokens", type=int, default=16)
+    workload_options(ap)
     ap.add_argument("--skip-numpy", action="store_true")
     args = ap.parse_args()
 
@@ -108,11 +124,7 @@ def main():
     from ternarylm.format.folder import model_file_bytes
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="export-compare-"))
-    ckpt = Path(args.ckpt) if args.ckpt else work / "random.pt"
-    if not args.ckpt:
-        print(f"building a random-weight {args.preset} checkpoint ...", flush=True)
-        random_checkpoint(args.preset, ckpt)
+    work, ckpt = source_checkpoint(args, "export-compare-")
     rows = []
     for label, target, opts in tqdm(VARIANTS, desc="export + measure"):
         folder = work / f"{len(rows)}-{target}"

@@ -24,11 +24,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from export_compare import RESULTS, cpu_model, measure_numpy, random_checkpoint
+from export_compare import RESULTS, cpu_model, measure_numpy, source_checkpoint, workload_options
 
 GOALS = [  # (what, row, other row, key, ratio at least, higher is better)
     ("decode >= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "decode_tokens_per_s", 1.3, True),
@@ -110,13 +108,7 @@ def measure_ort(folder: Path, threads: int, prompt_len: int, decode_tokens: int,
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ckpt")
-    ap.add_argument("--preset", default="132m")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--decode-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--numpy-decode-tokens", type=int, default=16)
+    workload_options(ap)
     ap.add_argument("--llama-bench")
     ap.add_argument("--llama-simple")
     ap.add_argument("--prompt", default="Once upon a time, there was a little")
@@ -130,11 +122,7 @@ def main():
     from ternarylm.format.folder import model_file_bytes
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="peers-"))
-    ckpt = Path(args.ckpt) if args.ckpt else work / "random.pt"
-    if not args.ckpt:
-        print(f"building a random-weight {args.preset} checkpoint ...", flush=True)
-        random_checkpoint(args.preset, ckpt)
+    work, ckpt = source_checkpoint(args, "peers-")
     bench = find_tool("llama-bench", args.llama_bench)
     simple = find_tool("llama-simple", args.llama_simple)
     exports = {"ort default": ("ort-cpu", {}), "ort auto": ("ort-cpu", {"embedding": "auto", "lm_head": "auto"}),

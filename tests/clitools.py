@@ -17,3 +17,13 @@ def cli(module: str, *args, check: bool = True, timeout: int = 300, env: dict | 
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def one_line_error(proc, code: int | None = 1) -> str:
+    """A CLI's refusal: exit ``code`` (any non-zero when None), no traceback, exactly one stderr line."""
+    assert (proc.returncode != 0) if code is None else (proc.returncode == code), \
+        (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]

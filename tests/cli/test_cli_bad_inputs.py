@@ -7,17 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from clitools import cli
+from clitools import cli, one_line_error
 
 PLAIN_TEXT = "hello world, this is a note and not a checkpoint\n"  # torch's safe loader: KeyError 101
 
 
 def _one_line_error(proc) -> str:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    return one_line_error(proc, code=None)
 
 
 @pytest.mark.parametrize("tool", [("ternarylm.cli.evaluate",), ("ternarylm.cli.generate",),

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from clitools import cli
+from clitools import cli, one_line_error
 from synthetic_mrpc import HEADER
 
 
 def _one_line_error(proc):
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
+    line = one_line_error(proc, code=None)
+    assert line.startswith("Error: "), line
+    return line
 
 
 @pytest.mark.parametrize("header, row, message", [

@@ -16,20 +16,12 @@ import json
 import pytest
 import torch
 
-from clitools import cli
+from clitools import cli, one_line_error
 from interop_tools import KEPT_FP
 from ternarylm.format.compare import argmax_agreement, relative_max_diff
 
 MODULE_TOL = 1e-5
 MODEL_TOL = 1e-2
-
-
-def _one_line_error(proc) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def _variant(ckpt_path, out_path, kind=None, precision=None, **quant):
@@ -180,7 +172,7 @@ def test_cli_hf_export(ternary_ckpt, tmp_path):
     proc = cli("ternarylm.export.cli", "hf", ternary_ckpt, "--out", out, env={"OMP_NUM_THREADS": "1"})
     assert f"wrote {out}" in proc.stdout and "13 ternary linears, 1 float" in proc.stdout, proc.stdout
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    line = _one_line_error(cli("ternarylm.export.cli", "hf", ternary_ckpt, "--out", out, check=False))
+    line = one_line_error(cli("ternarylm.export.cli", "hf", ternary_ckpt, "--out", out, check=False))
     assert "already exists" in line and "--force" in line, line
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from clitools import cli
+from clitools import cli, one_line_error
 from interop_tools import edit_config, make_llama_folder, save_tokenizer, tiny_tokenizer
 
 # A few steps at a tiny learning rate: the trained latent weights stay next to the Llama's.
@@ -18,14 +18,6 @@ INIT_TRAIN = ["--stories", "200", "--max-steps", "4", "--eval-every", "2", "--ev
               "--seq-len", "32", "--warmup-steps", "1", "--lr", "1e-5", "--no-progress", "--threads", "1"]
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torch in the export/verify subprocesses (they have no --threads)
-
-
-def _one_line_error(proc) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_init_from_llama_trains_resumes_exports_and_verifies(llama_folder, tmp_path):
@@ -122,7 +114,7 @@ def _bad_vocab(tmp_path, tok, llama):
 def test_init_from_bad_folder_is_one_line_and_writes_nothing(bad, interop_tokenizer, llama_folder, tmp_path):
     folder, expected = bad(tmp_path, interop_tokenizer, llama_folder)
     run = tmp_path / "run"
-    line = _one_line_error(cli("ternarylm.cli.train", "--init-from", folder, "--out", run, *INIT_TRAIN,
+    line = one_line_error(cli("ternarylm.cli.train", "--init-from", folder, "--out", run, *INIT_TRAIN,
                                check=False))
     assert expected in line, line
     assert not run.exists()
