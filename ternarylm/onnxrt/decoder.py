@@ -181,8 +181,8 @@ class OrtDecoder:
         else:
             logits = self._run_growing(input_ids, attention_mask, position_ids)
         self._mask, self._length = attention_mask, past + t
-        if last_only:
-            logits = logits[:, -1:]
+        if last_only:  # a copy, so the (B, T, V) prefill logits are freed now, not kept alive by a view
+            return np.array(logits[:, -1:], np.float32)
         return np.asarray(logits, np.float32)
 
     def _run_growing(self, input_ids, attention_mask, position_ids) -> np.ndarray:
