@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from ternarylm.format.targets import TARGETS, Target, get_target
 
-from ternarylm.format.relower import lower
+
+def lower(*args, **kwargs):
+    """Re-lower an export's ternary matmuls; see ``ternarylm.format.relower.lower`` (imports onnx on use)."""
+    from ternarylm.format.relower import lower as _lower
+
+    return _lower(*args, **kwargs)
 
 
 def export_checkpoint(*args, **kwargs):

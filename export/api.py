@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-from ternarylm.export.common import divisor_block, lower_linears, source_config, source_manifest
-from ternarylm.export.kinds import export_kind
+from ternarylm.export.common import lower_linears, source_config, source_manifest
+from ternarylm.export.kinds import export_kind, head_block
 from ternarylm.format.targets import PRECISIONS, get_target
 from ternarylm.export.weights import extract_weights
 
@@ -51,7 +51,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     spec.after_lowering(model, weight_map, target, arch, head)
     if embedding in ("int8", "int4"):
         lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4,
-                                    block_size=divisor_block(arch["hidden_size"], 32))
+                                    block_size=head_block(arch))
     onnx.checker.check_model(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
     export_fields, top_fields = spec.fields(ckpt, config, head)
     keeps_ternary_op = weights.ternary and target.ternary is None and not target.dense
@@ -77,9 +77,9 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
 def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str = "2bit",
                       embedding: str | None = None, lm_head: str | None = None, block_size: int | None = None,
                       force: bool = False, keep_precision: dict | None = None,
-                      expect_kind: str | None = None, max_length: int | None = None) -> Path:
+                      max_length: int | None = None) -> Path:
     """Export ``ckpt_path`` (a language model or a fine-tuned classifier) to the folder ``out_dir``
-    (refuses to replace one unless ``force``). ``keep_precision``, ``expect_kind``: see ``build_model``;
+    (refuses to replace one unless ``force``). ``keep_precision``: see ``build_model``;
     ``embedding`` / ``lm_head``: ``float``, ``int8``, ``int4``, ``auto`` (the smallest of the target's
     candidates that passes verify, see ``precision.py``) or None (the target's default);
     ``max_length``: onnxruntime-genai's prompt + generation length (its in-place KV buffer), default the
@@ -97,10 +97,16 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
     spec = export_kind(ckpt)
     tok_json = ckpt["tokenizer_json"]
     special = special_token_ids(Tokenizer.from_str(tok_json))
+    source = source_manifest(ckpt_path, ckpt, target, None)  # hashes the checkpoint: once, not per candidate
+    built = {}  # the last (embedding, lm_head) built: the auto search's winner is always the last it tried
 
     def write(folder: Path, embedding, lm_head, record=None, replace=force) -> Path:
-        model, config_json = build_model(ckpt, target, packing, embedding, lm_head, block_size, keep_precision,
-                                         expect_kind)
+        if (embedding, lm_head) not in built:
+            built.clear()
+            built[embedding, lm_head] = build_model(ckpt, target, packing, embedding, lm_head, block_size,
+                                                    keep_precision)
+        model, config_json = built[embedding, lm_head]
+        config_json = {**config_json, "export": dict(config_json["export"])}
         if record is not None:
             config_json["export"]["precision_choice"] = record
         files = {
@@ -112,12 +118,12 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
                 config_json, special, get_target(target), max_length=max_length).items()},
         }
         manifest = {**({"kind": spec.kind} if spec.writes_kind else {}),
-                    **source_manifest(ckpt_path, ckpt, target, config_json["export"]["packing"])}
+                    **source, "packing": config_json["export"]["packing"]}
         return write_export_folder(folder, files, manifest, replace)
 
     if precision.AUTO in (embedding, lm_head):
         pairs = precision.candidates(get_target(target), spec.head_option, embedding, lm_head)
         embedding, lm_head, record = precision.choose(
-            ckpt, get_target(target), pairs, lambda folder, e, h: write(folder, e, h, replace=False), keep_precision)
+            ckpt, get_target(target), pairs, lambda folder, e, h: write(folder, e, h, replace=False))
         return write(out_dir, embedding, lm_head, record)
     return write(out_dir, embedding, lm_head)

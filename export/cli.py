@@ -87,8 +87,10 @@ def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_
 def _summarise(path):
     import json
 
+    from ternarylm.format.folder import model_file_bytes
+
     manifest = json.loads((path / "manifest.json").read_text())
-    size = sum(f["bytes"] for name, f in manifest["files"].items() if name.startswith("model.onnx"))
+    size = model_file_bytes(path / "model.onnx")
     export = json.loads((path / "config.json").read_text())["export"]
     kept = export.get("keep_precision") or {}
     mixed = f", {len(kept)} linears kept at {'/'.join(map(str, sorted(set(kept.values()))))} bits" if kept else ""
@@ -154,11 +156,7 @@ def export_gguf(checkpoint, qtype, lm_head, embedding, out_path, force):
 
     from ternarylm.checkpoint import check_checkpoint_file
 
-    try:
-        import gguf  # noqa: F401 -- the [train] extra's writer; say how to get it rather than a traceback
-    except ModuleNotFoundError:
-        raise click.ClickException('gguf is not installed and this command needs it; pip install "ternarylm[train]"') \
-            from None
+    import gguf  # noqa: F401 -- fail before loading the checkpoint; user_errors names the [train] extra
     check_checkpoint_file(checkpoint)
     result = write_gguf(checkpoint, out_path, qtype=qtype, lm_head=lm_head, embedding=embedding, force=force)
     types = ", ".join(f"{n} {name}" for name, n in result.types.items())

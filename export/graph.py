@@ -70,11 +70,6 @@ def np_to_onnx_type(dtype) -> int:
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
-def onnx_dtype(name: str) -> int:
-    """A target's ``activation_dtype`` name (``float32`` / ``float16``) as the ONNX element type."""
-    return np_to_onnx_type(name)
-
-
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 INT64 = TensorProto.INT64

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ternarylm.export.classifier import ClassifierEmitter, classifier_fields, classifier_state
 from ternarylm.export.decoder import DecoderEmitter
 from ternarylm.export.folder import genai_config
-from ternarylm.export.graph import onnx_dtype
+from ternarylm.export.graph import np_to_onnx_type
 from ternarylm.export.weights import head_int_weight
 
 from ternarylm.format import lowering
@@ -51,7 +51,7 @@ def head_block(arch: dict) -> int:
 def _lm_emit(ckpt, arch, weights, target, packing, act_bits, head):
     if HEAD_BITS.get(head) and target.attention == "standard":  # any-runtime graph: DequantizeLinear head
         weights.lm_head = head_int_weight(weights.lm_head, HEAD_BITS[head], head_block(arch))
-    return DecoderEmitter(arch, weights, attention=target.attention, dtype=onnx_dtype(target.activation_dtype), packing=packing,
+    return DecoderEmitter(arch, weights, attention=target.attention, dtype=np_to_onnx_type(target.activation_dtype), packing=packing,
                           act_bits=act_bits).build()
 
 

@@ -33,7 +33,7 @@ def verify_engine(target) -> str:
     return "ort" if target.providers[0] in ort.get_available_providers() else "numpy"
 
 
-def choose(ckpt: dict, target, pairs: list[tuple], export_folder, keep_precision: dict | None) -> tuple:
+def choose(ckpt: dict, target, pairs: list[tuple], export_folder) -> tuple:
     """Try ``pairs`` in order; returns ``(embedding, lm_head, record)``.
 
     ``export_folder(out_dir, embedding, lm_head)`` writes one candidate export (the exporter's own path).

@@ -84,8 +84,7 @@ def _check_engines(engines) -> list[str]:
     return engines
 
 
-def _engine_result(got, ref, agreement: float, agreement_key: str, tol: float, min_agreement: float) -> dict:
-    diff = relative_max_diff(got, ref)
+def _engine_result(diff: float, agreement: float, agreement_key: str, tol: float, min_agreement: float) -> dict:
     return {"max_logit_diff": diff, "tolerance": tol, agreement_key: agreement,
             "passed": bool(diff <= tol and agreement >= min_agreement)}
 
@@ -124,9 +123,7 @@ def compare_language_model(export_dir, references, engines, tol: float, min_agre
             gen = _engine_greedy(engine, ids, len(full) - len(ids))
             agree += sum(a == b for a, b in zip(gen[len(ids):], full[len(ids):]))
             total += len(full) - len(ids)
-        max_diff, agreement = max(diffs), agree / max(total, 1)
-        results[name] = {"max_logit_diff": max_diff, "tolerance": tol, "greedy_agreement": agreement,
-                         "passed": bool(max_diff <= tol and agreement >= min_agreement)}
+        results[name] = _engine_result(max(diffs), agree / max(total, 1), "greedy_agreement", tol, min_agreement)
     return results
 
 
@@ -150,7 +147,6 @@ def _verify_classifier(export_dir: Path, config: dict, ckpt: dict, engines, tol:
     import torch
 
     from ternarylm.checkpoint import model_from_checkpoint
-    from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
     from ternarylm.runtime_py import load_classifier
 
     model = model_from_checkpoint(ckpt, expect_kind=SEQUENCE_CLASSIFICATION)
@@ -165,8 +161,8 @@ def _verify_classifier(export_dir: Path, config: dict, ckpt: dict, engines, tol:
                 reference = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
             count = len(items)
         got = clf.engine.logits(ids, mask)
-        results[name] = _engine_result(got, reference, argmax_agreement(got, reference), "argmax_agreement", tol,
-                                       min_agreement)
+        results[name] = _engine_result(relative_max_diff(got, reference), argmax_agreement(got, reference),
+                                       "argmax_agreement", tol, min_agreement)
     return {"inputs": count, "engines": results}
 
 

@@ -59,9 +59,11 @@ def model_files(model) -> dict[str, bytes]:
 
     import onnx
 
+    saved = onnx.ModelProto()
+    saved.CopyFrom(model)  # saving as external data empties the initializers it moves: keep the caller's intact
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+        onnx.save_model(saved, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=MODEL_DATA, size_threshold=EXTERNAL_DATA_THRESHOLD)
         files = {"model.onnx": path.read_bytes()}
         if (Path(tmp) / MODEL_DATA).exists():
