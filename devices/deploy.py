@@ -60,8 +60,8 @@ def lowering_note(folder: ModelFolder, profile: DeviceProfile, host: HostInfo) -
 
 
 def settings_for(folder: ModelFolder, profile: DeviceProfile, host: HostInfo, *, providers: list[str],
-                 threads: int | None = None, plan: Plan | None = None, plan_file: Path | None = None,
-                 log_info: bool = False) -> SessionSettings:
+                 threads: int | None = None, plan: Plan | None = None, plan_file: Path | None = None
+                 ) -> SessionSettings:
     """Session settings for one model: the plan's choice when there is one, else the profile's."""
     session_config: dict[str, str] = {}
     model = folder.model_path
@@ -76,7 +76,7 @@ def settings_for(folder: ModelFolder, profile: DeviceProfile, host: HostInfo, *,
         n_threads = threads if threads is not None else profile.threads
     return SessionSettings(model=str(model), providers=list(providers),
                            provider_options={p: dict(profile.provider_options.get(p, {})) for p in providers},
-                           intra_op_threads=n_threads or 0, session_config=session_config, log_info=log_info)
+                           intra_op_threads=n_threads or 0, session_config=session_config)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ternarylm.devices.runner import MeasureRequest, run_measurement
 from ternarylm.onnxrt.session import SessionSettings, available_cores
 
 from ternarylm.format.compare import argmax_agreement, relative_max_diff
-from ternarylm.format.folder import EXTERNAL_DATA_THRESHOLD, ModelFolder, model_file_bytes
+from ternarylm.format.folder import ModelFolder, model_file_bytes, save_with_external_data
 from ternarylm.format.relower import lower as relower_lower
 
 LowerFn = Callable[..., tuple]
@@ -83,14 +83,6 @@ def call_lower(lower: LowerFn, model, config: dict, lowering: Lowering):
     return lower(model, config, bits=lowering.bits, **lowering.lower_options())
 
 
-def _save_beside(src: Path, dest: Path) -> None:
-    """Copy an ONNX model with its external data under a new name (the graph names its data file)."""
-    import onnx
-
-    onnx.save(onnx.load(str(src)), str(dest), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=f"{dest.name}.data", size_threshold=EXTERNAL_DATA_THRESHOLD)
-
-
 def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower: LowerFn) -> Path:
     """Write the lowered model (and its config, when the rewrite returns one) to ``out_dir``."""
     import copy
@@ -101,8 +93,7 @@ def build_lowered(folder: ModelFolder, lowering: Lowering, out_dir: Path, lower:
     lowered, config = call_lower(lower, model, copy.deepcopy(folder.config), lowering)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{_slug(lowering)}.onnx"
-    onnx.save(lowered, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=f"{path.name}.data", size_threshold=EXTERNAL_DATA_THRESHOLD)  # as the export's model.onnx
+    save_with_external_data(lowered, path)  # as the export's model.onnx
     if config is not None:
         path.with_suffix(".config.json").write_text(json.dumps(config, indent=2))
     return path
@@ -211,7 +202,10 @@ def run_tune(folder: ModelFolder, profile: DeviceProfile, *, providers: list[str
     if win_lowering.target != "as-exported":
         dest = plan_file.parent / f"model.{profile.name}.onnx"
         src = Path(winner["model_path"])
-        _save_beside(src, dest)
+        # the graph names its data file: re-save under the plan's name (a re-tune replaces the old pair)
+        import onnx
+
+        save_with_external_data(onnx.load(str(src)), dest)
         model_file, model_sha = dest.name, model_sha256(dest)
         if src.with_suffix(".config.json").is_file():
             config_file = f"config.{profile.name}.json"

@@ -18,8 +18,6 @@ from ternarylm.format.architecture import ModelConfig
 from ternarylm.runtime_py.model import NumpyDecoder, Weights
 
 from ternarylm.format.encoding import EncodingSpec, encode, last_token_index, pad_batch, softmax
-from ternarylm.format.entries import SEQUENCE_CLASSIFICATION
-
 
 
 def position_ids(attention_mask: np.ndarray) -> np.ndarray:

@@ -64,3 +64,25 @@ def test_format_imports_only_itself():
                 assert not name.startswith(("torch", "transformers")), f"{path.name} imports {name}"
                 if name.startswith("ternarylm"):
                     assert name.startswith("ternarylm.format"), f"{path.name} imports {name}"
+
+
+def test_saving_twice_replaces_the_external_data(tmp_path):
+    """A re-tune saves its plan's model under the same name again: the data file must be replaced, not
+    appended to (onnx appends), or it grows with stale bytes at every run."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ternarylm.format.folder import model_file_bytes, save_with_external_data
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph)
+    path = tmp_path / "model.cpu.onnx"
+    for _ in range(2):
+        save_with_external_data(onnx.load_from_string(model.SerializeToString()), path)
+        assert (tmp_path / "model.cpu.onnx.data").stat().st_size == 4096 * 4
+    loaded = onnx.load(str(path))
+    assert np.array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), numpy_helper.to_array(w))
+    assert model_file_bytes(path) == path.stat().st_size + 4096 * 4

@@ -63,12 +63,22 @@ def model_files(model) -> dict[str, bytes]:
     saved.CopyFrom(model)  # saving as external data empties the initializers it moves: keep the caller's intact
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        onnx.save_model(saved, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=MODEL_DATA, size_threshold=EXTERNAL_DATA_THRESHOLD)
+        save_with_external_data(saved, path)
         files = {"model.onnx": path.read_bytes()}
         if (Path(tmp) / MODEL_DATA).exists():
             files[MODEL_DATA] = (Path(tmp) / MODEL_DATA).read_bytes()
     return files
+
+
+def save_with_external_data(model, path: str | os.PathLike) -> None:
+    """Save ``model`` as ``path`` plus ``<name>.data`` (initializers of 1 KB or more). A data file left by an
+    earlier save is removed first: onnx appends to it, which would grow it with stale bytes."""
+    import onnx
+
+    path = Path(path)
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=EXTERNAL_DATA_THRESHOLD)
 
 
 def model_file_bytes(path: str | os.PathLike) -> int:

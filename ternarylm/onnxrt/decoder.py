@@ -38,6 +38,7 @@ class DecoderIO:
         layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
         self.layers = len(layers)
         self.past_names = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in layers]
+        self.past_inputs = [name for pair in self.past_names for name in pair]  # flat, in output order
         self.present_names = [(f"present.{i}.key", f"present.{i}.value") for i in layers]
         outputs = {o.name: o for o in session.get_outputs()}
         if "logits" not in outputs:
@@ -151,9 +152,10 @@ class OrtDecoder:
         self._mask = np.zeros((batch_size, 0), np.int64)
         self._length, self._batch = 0, batch_size
         self._buffers, self._arrays, self._binding = None, None, None  # in-place: allocated by the first forward
+        self._capacity = 0
         if self.kv_cache == "growing":
             empty = np.zeros((batch_size, io.kv_heads or 0, 0, io.head_dim or 0), io.past_dtype)
-            self._past = {name: _ortvalue(empty) for pair in io.past_names for name in pair}
+            self._past = {name: _ortvalue(empty) for name in io.past_inputs}
 
     def forward(self, input_ids, position_ids=None, attention_mask=None, last_only: bool = False) -> np.ndarray:
         """input_ids ``(B, T)`` -> logits ``(B, T, V)`` float32 (``(B, 1, V)`` when ``last_only``).
@@ -192,8 +194,7 @@ class OrtDecoder:
         if "position_ids" in self.io.input_names:
             feed["position_ids"] = _ortvalue(position_ids)
         logits, *presents = self.session.run_with_ort_values(self.io.output_names, feed)
-        past_names = [name for pair in self.io.past_names for name in pair]
-        self._past = dict(zip(past_names, presents))
+        self._past = dict(zip(self.io.past_inputs, presents))
         return logits.numpy()
 
     def _run_in_place(self, input_ids, attention_mask, position_ids, past: int) -> np.ndarray:
@@ -228,7 +229,7 @@ class OrtDecoder:
         import onnxruntime as ort
 
         io, b = self.io, self._batch
-        have = self._buffers[0].shape()[2] if self._buffers else 0
+        have = self._capacity
         if needed <= have:
             return
         on_gpu = self.providers[0] == "CUDAExecutionProvider"
@@ -244,12 +245,12 @@ class OrtDecoder:
                 capacity *= 2
             capacity = min(max(capacity, needed), limit)
         shape = (b, io.kv_heads, capacity, io.head_dim)
-        names = [name for pair in io.past_names for name in pair]
-        old, self._arrays = getattr(self, "_arrays", None), []
+        old, self._arrays, self._capacity = self._arrays, [], capacity
         if on_gpu:
-            self._buffers = [ort.OrtValue.ortvalue_from_shape_and_type(shape, io.past_dtype, "cuda", 0) for _ in names]
+            self._buffers = [ort.OrtValue.ortvalue_from_shape_and_type(shape, io.past_dtype, "cuda", 0)
+                             for _ in io.past_inputs]
         else:
-            self._arrays = [np.empty(shape, io.past_dtype) for _ in names]
+            self._arrays = [np.empty(shape, io.past_dtype) for _ in io.past_inputs]
             if old and have:  # only the rows written so far matter; the rest is never read
                 for new, prev in zip(self._arrays, old):
                     new[:, :, :have] = prev[:, :, :have]
@@ -258,9 +259,9 @@ class OrtDecoder:
         self._step_logits = np.empty((b, 1, io.vocab), np.float32)
         self._step_logits_value = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
         binding.bind_output("logits", "cpu")  # first, so it stays get_outputs()[0]
-        for name, value in zip(names, self._buffers):
-            binding.bind_ortvalue_input(name, value)
-            binding.bind_ortvalue_output(name.replace("past_key_values", "present"), value)
+        for past, present, value in zip(io.past_inputs, io.output_names[1:], self._buffers):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
 
 
 def replay(decoder: OrtDecoder, tokens, prompt_len: int, decode_tokens: int, keep_logits: bool):
