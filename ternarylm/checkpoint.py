@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ternarylm.data.errors import first_line
 from ternarylm.format.entries import CAUSAL_LM
 
 FORMAT = "ternarylm-ckpt"
@@ -49,7 +50,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint; it may be truncated or not a torch file") from None
     except Exception as e:  # noqa: BLE001 -- torch's safe loader fails on odd bytes with KeyError, ...
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(e).__name__}: {_first_line(e)}); "
+            f"{path} is not a readable checkpoint ({first_line(e, limit=200)}); "
             "it may be truncated or not a torch file"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -78,11 +79,6 @@ def check_checkpoint_file(path: str | Path) -> None:
         )
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
-
-
 def config_from_checkpoint(ckpt: dict):
     from ternarylm.configuration import TernaryLMConfig
 
@@ -92,7 +88,8 @@ def config_from_checkpoint(ckpt: dict):
     try:
         return TernaryLMConfig(**cfg)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint config is not a TernaryLM architecture: {_first_line(e)}") from None
+        why = first_line(e, with_type=False, limit=200)
+        raise CheckpointError(f"checkpoint config is not a TernaryLM architecture: {why}") from None
 
 
 def model_from_checkpoint(ckpt: dict, expect_kind: str = CAUSAL_LM):

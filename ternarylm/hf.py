@@ -33,15 +33,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ternarylm.format.entries import CAUSAL_LM
+from ternarylm.data.errors import first_line
 from ternarylm.format.folder import write_folder_atomically
 from ternarylm.format.tokens import special_token_ids, tokenizer_config
 
 LAYOUTS = ("packed", "latent")
 INIT_MODEL_TYPES = ("llama",)  # what --init-from accepts (model_type in config.json)
 PACK = 4  # trits per byte in transformers' packed BitNet layout (its VALUES_PER_ITEM)
+_quote = partial(first_line, with_type=False, limit=200)  # a library error's message, in one line
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
                 "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt"]
@@ -232,9 +235,7 @@ def load_llama_init(path_or_name: str) -> InitSource:
     cfg = _read_config(folder)
     architecture, notes = llama_architecture(cfg, folder)
     tokenizer = _read_tokenizer(folder)
-    state = _read_weights(folder)
-    state_dict = _match_weights(state, architecture, bool(cfg.get("tie_word_embeddings", False)), folder)
-    n_tok = tokenizer.get_vocab_size()
+    n_tok = tokenizer.get_vocab_size()  # the tokenizer's checks first: they need no weights read
     if n_tok > architecture["vocab_size"]:
         raise HFError(f"the tokenizer of {folder} has {n_tok} tokens but the model's embedding has "
                       f"{architecture['vocab_size']} rows; pass a folder whose tokenizer belongs to its weights")
@@ -243,6 +244,8 @@ def load_llama_init(path_or_name: str) -> InitSource:
 
         raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
                       "training separates documents with; add one of them to its tokenizer.json")
+    state = _read_weights(folder)
+    state_dict = _match_weights(state, architecture, bool(cfg.get("tie_word_embeddings", False)), folder)
     return InitSource(architecture=architecture, state_dict=state_dict, tokenizer=tokenizer, notes=notes,
                       source=str(folder))
 
@@ -264,7 +267,7 @@ def _resolve_model_folder(name: str) -> Path:
         return Path(snapshot_download(repo_id=name, allow_patterns=HUB_PATTERNS))
     except Exception as e:  # noqa: BLE001 -- network, auth, unknown repo: one line for the user
         raise HFError(f"{name} is not a local folder and cannot be downloaded from the Hugging Face hub "
-                      f"({_first_line(e)}); offline, pass a local folder saved with save_pretrained") from None
+                      f"({_quote(e)}); offline, pass a local folder saved with save_pretrained") from None
 
 
 def _read_config(folder: Path) -> dict:
@@ -275,7 +278,7 @@ def _read_config(folder: Path) -> dict:
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFError(f"{path} is not readable JSON ({_first_line(e)})") from None
+        raise HFError(f"{path} is not readable JSON ({_quote(e)})") from None
     if not isinstance(cfg, dict):
         raise HFError(f"{path} does not hold a model configuration object")
     return cfg
@@ -322,7 +325,7 @@ def llama_architecture(cfg: dict, where="config.json") -> tuple[dict, list[str]]
     try:
         TernaryLMConfig(**arch)
     except ValueError as e:
-        raise HFError(f"{where}: {_first_line(e)}") from None
+        raise HFError(f"{where}: {_quote(e)}") from None
     notes = []
     if cfg.get("tie_word_embeddings"):
         notes.append(f"{where} ties its LM head to the embedding; the LM head starts as a copy and trains "
@@ -340,7 +343,7 @@ def _read_tokenizer(folder: Path):
     try:
         return load_tokenizer(folder)
     except DataError as e:
-        raise HFError(f"the tokenizer of {folder} cannot be read: {_first_line(e)}") from None
+        raise HFError(f"the tokenizer of {folder} cannot be read: {_quote(e)}") from None
 
 
 def _read_weights(folder: Path) -> dict:
@@ -354,7 +357,7 @@ def _read_weights(folder: Path) -> dict:
         try:
             files = sorted({folder / f for f in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise HFError(f"{index} is not a safetensors index ({_first_line(e)})") from None
+            raise HFError(f"{index} is not a safetensors index ({_quote(e)})") from None
     else:
         files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -367,7 +370,7 @@ def _read_weights(folder: Path) -> dict:
         try:
             state.update(load_file(str(f)))
         except (OSError, SafetensorError) as e:
-            raise HFError(f"{f} is not a readable safetensors file ({_first_line(e)})") from None
+            raise HFError(f"{f} is not a readable safetensors file ({_quote(e)})") from None
     return state
 
 
@@ -405,10 +408,5 @@ def _match_weights(state: dict, arch: dict, tied: bool, folder: Path) -> dict:
         tensor = state[name]
         if tuple(tensor.shape) != shape:
             raise HFError(f"{folder}: {name} has shape {list(tensor.shape)}, its config.json implies {list(shape)}")
-        out[name] = tensor.detach().to(torch.float32).clone()
+        out[name] = tensor.to(torch.float32)  # load_state_dict copies it into the model
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
