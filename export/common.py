@@ -1,6 +1,6 @@
-"""What the LM exporter (``api.py``) and the classifier exporter (``classifier.py``) share: the checks
-on a source checkpoint, its manifest fields, and the lowering of its linears for a target. Both import
-this module, neither imports the other's internals."""
+"""The exporter's steps that do not depend on the model kind: the checks on a source checkpoint, its
+manifest fields, and the lowering of its linears for a target (``api.py`` drives them; ``kinds.py``'s
+classifier and language-model entries share them)."""
 
 from __future__ import annotations
 

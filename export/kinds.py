@@ -1,6 +1,7 @@
 """What differs between the kinds of model an export folder can hold, as data: one ``ExportKind`` per
-``config.json`` ``kind``. ``api.build_model`` / ``api.export_checkpoint`` and ``verify.verify_export``
-are written once and read the spec; adding a kind is adding one entry here.
+``config.json`` ``kind``. ``api.build_model`` / ``api.export_checkpoint`` are written once and read the
+spec; ``verify.verify_export`` is written once and dispatches through its ``VERIFIERS``. Adding a kind
+is one entry here and one verifier there.
 
 - ``causal-lm``: the decoder with a KV cache (``DecoderEmitter``), an LM head (float, int8 or int4),
   ``genai_config.json`` for onnxruntime-genai; verified by logits and greedy generation.
