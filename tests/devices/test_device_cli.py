@@ -58,6 +58,9 @@ def test_profile_with_baseline_writes_table_json_png(tiny_exports, tmp_path, fix
     assert ratios["decode_tokens_per_s"] == pytest.approx(t["decode_tokens_per_s"] / b["decode_tokens_per_s"])
     assert ratios["peak_rss_mb"] == pytest.approx(b["peak_rss_mb"] / t["peak_rss_mb"])
     assert (out / "profile.png").stat().st_size > 1000
+    m = t["memory_mb"]  # the peak's breakdown is printed under the table, from the same report figures
+    assert (f"memory ternary prompt 16: imports {m['imports']:.0f} + session {m['session']:.0f}" in r.stdout
+            and f"= peak {m['peak']:.0f} MB" in r.stdout)
 
 
 def test_jetson_on_a_laptop_says_so(tiny_exports, tmp_path, fixture_root):
