@@ -15,7 +15,8 @@ from ternarylm.format.targets import PRECISIONS, get_target
 from ternarylm.export.weights import extract_weights
 
 from ternarylm.format import lowering
-from ternarylm.format.folder import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, json_bytes, model_files, write_export_folder
+from ternarylm.format.architecture import format_version_for
+from ternarylm.format.folder import EXPORT_FORMAT, json_bytes, model_files, write_export_folder
 from ternarylm.format.onnx_names import MS_DOMAIN
 from ternarylm.format.tokens import special_token_ids, tokenizer_config
 
@@ -56,7 +57,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     export_fields, top_fields = spec.fields(ckpt, config, head)
     keeps_ternary_op = weights.ternary and target.ternary is None and not target.dense
     config_json = {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+        "format": EXPORT_FORMAT, "format_version": format_version_for(arch),
         **({"kind": spec.kind} if spec.writes_kind else {}),
         "architecture": arch,
         "export": {"target": target_name, "packing": packing if keeps_ternary_op else None,
@@ -119,7 +120,7 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
         }
         manifest = {**({"kind": spec.kind} if spec.writes_kind else {}),
                     **source, "packing": config_json["export"]["packing"]}
-        return write_export_folder(folder, files, manifest, replace)
+        return write_export_folder(folder, files, manifest, replace, config_json["format_version"])
 
     if precision.AUTO in (embedding, lm_head):
         pairs = precision.candidates(get_target(target), spec.head_option, embedding, lm_head)

@@ -244,7 +244,8 @@ class DecoderEmitter:
         probs = g.op("Softmax", [g.op("Add", [scores, bias], f"{path}/Mask")], f"{path}/Softmax", axis=-1)
         y = g.op("Transpose", [g.op("MatMul", [probs, v], f"{path}/PV")], f"{path}/y/Transpose", perm=[0, 2, 1, 3])
         y = g.op("Reshape", [y, g.const([0, 0, nh * hd])], f"{path}/y/Reshape")
-        return self.linear(y, f"{p}.o_proj", f"{path}/o_proj")
+        return self.linear(self.sub_norm(y, f"{p}.attn_sub_norm", f"{path}/attn_sub_norm"), f"{p}.o_proj",
+                           f"{path}/o_proj")
 
     def repeat_kv(self, t: str, rep: int, path: str) -> str:
         g = self.g
@@ -265,11 +266,21 @@ class DecoderEmitter:
         p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
         gu = self.linear(h, f"{p}.gate_up_proj", f"{path}/gate_up_proj")
         gate, up = g.op("Split", [gu, g.const([inter, inter])], f"{path}/Split", n_out=2, axis=-1)
-        if fused:
+        if self.a.get("hidden_act", "silu") == "relu2":  # BitNet b1.58: relu(gate)^2
+            relu = g.op("Relu", [gate], f"{path}/act_fn/Relu")
+            act = g.op("Mul", [relu, relu], f"{path}/act_fn/Square")
+        elif fused:
             act = g.op("QuickGelu", [gate], f"{path}/act_fn/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
         else:
             act = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{path}/act_fn/Sigmoid")], f"{path}/act_fn/Mul")
-        return self.linear(g.op("Mul", [act, up], f"{path}/Mul"), f"{p}.down_proj", f"{path}/down_proj")
+        h = self.sub_norm(g.op("Mul", [act, up], f"{path}/Mul"), f"{p}.ffn_sub_norm", f"{path}/ffn_sub_norm")
+        return self.linear(h, f"{p}.down_proj", f"{path}/down_proj")
+
+    def sub_norm(self, x: str, name: str, path: str) -> str:
+        """BitNet's RMSNorm before o_proj / down_proj where the architecture has them (``sub_norms``)."""
+        if not self.a.get("sub_norms"):
+            return x
+        return self.rms_norm(x, name, path, self.w.norms[name])
 
     # ---- onnxruntime fused decoder ---------------------------------------------------------
     def build_fused_layers(self, x: str) -> str:
@@ -316,7 +327,8 @@ class DecoderEmitter:
                  outputs=[f"{path}/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"],
                  num_heads=a["num_attention_heads"], kv_num_heads=a["num_key_value_heads"], do_rotary=1,
                  rotary_interleaved=0, scale=float(1.0 / np.sqrt(a["head_dim"])))
-        return self.linear(y, f"{p}.o_proj", f"{path}/o_proj")
+        return self.linear(self.sub_norm(y, f"{p}.attn_sub_norm", f"{path}/attn_sub_norm"), f"{p}.o_proj",
+                           f"{path}/o_proj")
 
 
 def architecture(config) -> dict:
@@ -324,4 +336,5 @@ def architecture(config) -> dict:
                 num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
                 num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim,
                 intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
-                rope_theta=config.rope_theta, rms_norm_eps=config.rms_norm_eps)
+                rope_theta=config.rope_theta, rms_norm_eps=config.rms_norm_eps,
+                hidden_act=config.hidden_act, sub_norms=config.sub_norms)

@@ -196,6 +196,9 @@ def extract_weights(state: dict, config, keep_precision: dict | None = None) -> 
         out.norms[f"{p}.input_layernorm"] = f32(f"{p}.input_layernorm.weight")
         out.norms[f"{p}.post_attention_layernorm"] = f32(f"{p}.post_attention_layernorm.weight")
         a, m = f"{p}.self_attn", f"{p}.mlp"
+        if config.sub_norms:  # BitNet's RMSNorms before o_proj and down_proj
+            out.norms[f"{a}.attn_sub_norm"] = f32(f"{a}.attn_sub_norm.weight")
+            out.norms[f"{m}.ffn_sub_norm"] = f32(f"{m}.ffn_sub_norm.weight")
         out.linears[f"{a}.qkv_proj"] = fuse_group(a, [(x, linear(f"{a}.{x}_proj")) for x in "qkv"])
         out.linears[f"{a}.o_proj"] = linear(f"{a}.o_proj")
         out.linears[f"{m}.gate_up_proj"] = fuse_group(m, [(x, linear(f"{m}.{x}_proj")) for x in ("gate", "up")])

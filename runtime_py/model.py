@@ -2,8 +2,8 @@
 
 It runs an export folder (any target: the weight format is a parameter, see ``weights.py``) with
 nothing but numpy and onnx (to read the initializers). It mirrors ``ternarylm.modeling`` exactly:
-pre-norm RMSNorm, RoPE ("rotate half"), grouped-query attention with a KV cache, SwiGLU, untied
-LM head, and BitLinear's per-token absmax int8 activation fake-quant before each ternary or kept
+pre-norm RMSNorm, RoPE ("rotate half"), grouped-query attention with a KV cache, SwiGLU (or BitNet's
+squared ReLU, and its sub-layer RMSNorms before o_proj and down_proj, as config.json says), the LM head, and BitLinear's per-token absmax int8 activation fake-quant before each ternary or kept
 4/8-bit matmul whose weight entry says ``act_bits = 8``. Mixed-precision exports load layer by layer
 (ternary, 4/8-bit integer, float; a fused q/k/v or gate/up whose parts differ is a ConcatLinear).
 
@@ -33,6 +33,8 @@ class LayerWeights:
     post_norm: np.ndarray  # (D,)
     gate_up: object  # linear D -> 2 I, rows gate, up
     down: object  # linear I -> D
+    attn_sub_norm: np.ndarray | None = None  # (nh hd,) before o_proj (BitNet's sub_norms)
+    ffn_sub_norm: np.ndarray | None = None  # (I,) before down_proj
 
 
 @dataclass
@@ -63,10 +65,12 @@ class Weights:
         layers = []
         for i in range(config.num_hidden_layers):
             p = f"model.layers.{i}"
+            sub = ({"attn_sub_norm": norm(f"{p}.self_attn.attn_sub_norm"), "ffn_sub_norm": norm(f"{p}.mlp.ffn_sub_norm")}
+                   if config.sub_norms else {})
             layers.append(LayerWeights(
                 input_norm=norm(f"{p}.input_layernorm"), qkv=linear(f"{p}.self_attn.qkv_proj"),
                 o_proj=linear(f"{p}.self_attn.o_proj"), post_norm=norm(f"{p}.post_attention_layernorm"),
-                gate_up=linear(f"{p}.mlp.gate_up_proj"), down=linear(f"{p}.mlp.down_proj")))
+                gate_up=linear(f"{p}.mlp.gate_up_proj"), down=linear(f"{p}.mlp.down_proj"), **sub))
         cos, sin = rope_tables(config, inits)
         return cls(embed=embedding_from_entry(entry("model.embed_tokens"), inits), layers=layers,
                    final_norm=norm("model.norm"), lm_head=linear("lm_head"), rope_cos=cos, rope_sin=sin)
@@ -163,6 +167,16 @@ def swiglu(gate_up: np.ndarray) -> np.ndarray:
         return gate / (np.float32(1.0) + np.exp(-gate)) * up
 
 
+def relu2_glu(gate_up: np.ndarray) -> np.ndarray:
+    """``relu(gate)^2 * up`` (BitNet b1.58's gating), same layout as ``swiglu``."""
+    gate, up = np.split(gate_up, 2, axis=-1)
+    relu = np.maximum(gate, np.float32(0.0))
+    return relu * relu * up
+
+
+GATED_ACTIVATIONS = {"silu": swiglu, "relu2": relu2_glu}  # config.json architecture.hidden_act
+
+
 # ---- model -------------------------------------------------------------------------------------
 class NumpyDecoder:
     """The decoder with its KV cache. ``forward`` appends the new tokens to the cache.
@@ -209,9 +223,11 @@ class NumpyDecoder:
         cos, sin = w.rope_cos[pos][:, None], w.rope_sin[pos][:, None]  # (B, 1, T, hd)
         mask = causal_mask(attention_mask, t, past)
         x = w.embed(input_ids)  # (B, T, D)
+        gated = GATED_ACTIVATIONS[c.hidden_act]
         for i, layer in enumerate(w.layers):
             x = x + self._attention_block(rms_norm(x, layer.input_norm, c.rms_norm_eps), layer, i, cos, sin, mask)
-            x = x + layer.down(swiglu(layer.gate_up(rms_norm(x, layer.post_norm, c.rms_norm_eps))))
+            h = gated(layer.gate_up(rms_norm(x, layer.post_norm, c.rms_norm_eps)))
+            x = x + layer.down(self._sub_norm(h, layer.ffn_sub_norm))
         self.cache.length += t
         if last_only:
             x = x[:, -1:]
@@ -228,4 +244,7 @@ class NumpyDecoder:
         v = v.reshape(b, t, nkv, hd).transpose(0, 2, 1, 3)
         keys, values = self.cache.append(i, k, v)  # (B, nkv, S, hd)
         y = attention(q, keys, values, mask)  # (B, nh, T, hd)
-        return layer.o_proj(y.transpose(0, 2, 1, 3).reshape(b, t, nh * hd))
+        return layer.o_proj(self._sub_norm(y.transpose(0, 2, 1, 3).reshape(b, t, nh * hd), layer.attn_sub_norm))
+
+    def _sub_norm(self, x: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        return x if weight is None else rms_norm(x, weight, self.config.rms_norm_eps)

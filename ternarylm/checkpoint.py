@@ -13,7 +13,17 @@ from ternarylm.data.errors import first_line
 from ternarylm.format.entries import CAUSAL_LM
 
 FORMAT = "ternarylm-ckpt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this ternarylm reads; each file says the oldest reader that can load it
+# Version 2: the config may use BitNet's architecture fields (hidden_act relu2, sub_norms, tied embeddings),
+# which a version-1 reader would drop silently. A checkpoint that uses none of them is still written as 1.
+
+
+def format_version_for(config: dict) -> int:
+    """The oldest checkpoint format that holds ``config`` (see FORMAT_VERSION)."""
+    from ternarylm.configuration import ARCHITECTURE_VARIANTS
+
+    uses_variants = any(config.get(k, plain) != plain for k, plain in ARCHITECTURE_VARIANTS.items())
+    return 2 if uses_variants else 1
 
 
 class CheckpointError(ValueError):
@@ -26,7 +36,8 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
+        version = format_version_for(state.get("config") or {})
+        torch.save({"format": FORMAT, "format_version": version, **state}, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

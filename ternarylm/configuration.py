@@ -4,6 +4,11 @@ The architecture is Llama's (pre-norm RMSNorm, RoPE, SwiGLU, no biases, untied e
 config also carries the fields transformers' Llama classes read (``hidden_act``, ``head_dim``,
 ``rope_parameters``, ``attention_bias``, ``mlp_bias``, ``attention_dropout``): the PyTorch model *is*
 a ``LlamaForCausalLM`` whose decoder linears ``quantize_`` swapped for ``BitLinear``.
+
+BitNet b1.58's variations are data, not a fork (``ARCHITECTURE_VARIANTS``): ``hidden_act`` ``relu2``
+(squared-ReLU gating), ``sub_norms`` (an RMSNorm before ``o_proj`` and one before ``down_proj``: the
+decoder layers are then transformers' ``BitNetDecoderLayer``) and ``tie_word_embeddings``. A config
+that uses none of them is the paper's architecture, readable by every ternarylm version.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 from pathlib import Path
 
 from transformers import PretrainedConfig
+
+from ternarylm.format.architecture import HIDDEN_ACTS, VARIANT_DEFAULTS
 
 # Presets. ``vocab_size`` of 132m is bert-base-uncased's (the paper's tokenizer); the trainer replaces
 # it with the actual tokenizer's size unless the user pins it.
@@ -25,8 +32,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Architecture fields beyond the paper's, with the value that means "not used" (see the module docstring);
+# the export folder holds the first two (exports store the head even when it is tied).
+ARCHITECTURE_VARIANTS = {**VARIANT_DEFAULTS, "tie_word_embeddings": False}
+
 # Fields Llama's modules read that this architecture fixes (derived in ``__init__``, never overridden).
-LLAMA_FIXED_FIELDS = ("head_dim", "hidden_act", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp",
+LLAMA_FIXED_FIELDS = ("head_dim", "attention_bias", "mlp_bias", "attention_dropout", "pretraining_tp",
                       "rope_parameters")
 
 
@@ -46,9 +57,15 @@ class TernaryLMConfig(PretrainedConfig):
         precision: ``ternary`` (BitLinear in every block linear) or ``fp`` (the full-precision twin).
         quant: a ``TernaryConfig`` dict (scale granularity, group size, activation bits).
         initializer_range: std of the normal init.
+        hidden_act: the MLP's gate activation, ``silu`` (SwiGLU, the paper's) or ``relu2`` (squared ReLU,
+            BitNet b1.58's).
+        sub_norms: BitNet b1.58's sub-layer RMSNorms: ``self_attn.attn_sub_norm`` (hidden_size) on the
+            attention output before ``o_proj`` and ``mlp.ffn_sub_norm`` (intermediate_size) on
+            ``act(gate) * up`` before ``down_proj``.
+        tie_word_embeddings: the LM head shares the embedding matrix (exports still store both).
 
-    Fixed by the architecture (stored so that Llama's modules and other tools read them): ``hidden_act``
-    ``silu``, ``attention_bias``/``mlp_bias`` False, ``attention_dropout`` 0, ``head_dim`` =
+    Fixed by the architecture (stored so that Llama's modules and other tools read them):
+    ``attention_bias``/``mlp_bias`` False, ``attention_dropout`` 0, ``head_dim`` =
     hidden_size / num_attention_heads, ``rope_parameters`` ``{"rope_type": "default", "rope_theta": ...}``.
     """
 
@@ -59,7 +76,7 @@ class TernaryLMConfig(PretrainedConfig):
                  num_key_value_heads=None, intermediate_size=128, max_position_embeddings=256,
                  rope_theta=None, rms_norm_eps=1e-6, precision="ternary", quant=None,
                  initializer_range=0.02, bos_token_id=None, eos_token_id=None, pad_token_id=None,
-                 tie_word_embeddings=False, use_cache=True, **kwargs):
+                 tie_word_embeddings=False, use_cache=True, hidden_act="silu", sub_norms=False, **kwargs):
         rope = kwargs.pop("rope_parameters", None) or kwargs.pop("rope_scaling", None) or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))  # "type": transformers 4's spelling
         if rope_type != "default":
@@ -82,14 +99,15 @@ class TernaryLMConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         # What transformers' Llama modules read; fixed for this architecture (see the docstring).
         self.head_dim = hidden_size // num_attention_heads if num_attention_heads else 0
-        self.hidden_act = "silu"
+        self.hidden_act = "silu" if hidden_act == "swish" else hidden_act
+        self.sub_norms = bool(sub_norms)
         self.attention_bias = False
         self.mlp_bias = False
         self.attention_dropout = 0.0
         self.pretraining_tp = 1
         self.rope_parameters = {"rope_type": "default", "rope_theta": self.rope_theta}
         super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-                         tie_word_embeddings=False, **kwargs)
+                         tie_word_embeddings=bool(tie_word_embeddings), **kwargs)
         self.validate_architecture()
 
     def validate_architecture(self):
@@ -107,8 +125,14 @@ class TernaryLMConfig(PretrainedConfig):
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; choose one of {', '.join(HIDDEN_ACTS)}")
         if self.precision not in ("ternary", "fp"):
             raise ValueError(f"precision must be 'ternary' or 'fp', got {self.precision!r}")
+
+    def variants(self) -> list[str]:
+        """The BitNet variations this config uses (empty for the paper's architecture)."""
+        return [name for name, plain in ARCHITECTURE_VARIANTS.items() if getattr(self, name) != plain]
 
     def linear_names(self) -> list[str]:
         """Full names of the decoder linears (what quantisation patterns match), in module order."""

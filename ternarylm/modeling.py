@@ -11,6 +11,10 @@ Caching, ``generate()``, attention backends (sdpa / eager / flash), masking of p
 adds no forward pass of its own. Parameter names are Llama's (``model.layers.0.self_attn.q_proj.weight``),
 so the checkpoint, the exporter and other Llama tooling read the same names.
 
+BitNet b1.58's sub-layer norms (``config.sub_norms``) are transformers' own ``BitNetDecoderLayer`` in place
+of Llama's (names ``self_attn.attn_sub_norm`` / ``mlp.ffn_sub_norm``, as in BitNet checkpoints); squared
+ReLU (``hidden_act: relu2``) and tied embeddings are plain config fields both classes read.
+
 Shapes: ``input_ids (B, T) -> hidden (B, T, hidden_size) -> logits (B, T, vocab_size)``; inside attention
 ``q (B, num_attention_heads, T, head_dim)``, ``k, v (B, num_key_value_heads, past + T, head_dim)``.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
+from transformers.models.bitnet.modeling_bitnet import BitNetDecoderLayer
 
 from ternarylm.configuration import TernaryLMConfig
 from ternarylm.quantization import quantize_
@@ -32,7 +37,11 @@ def rope_inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
 
 
 def ternarize_decoder_layers(model: LlamaModel, config: TernaryLMConfig) -> None:
-    """Swap the decoder linears of a ternary config for ``BitLinear`` (names seen as ``model.layers.*``)."""
+    """Give ``model`` the config's decoder layers: BitNet's (with sub-norms) where ``config.sub_norms``, then
+    swap their linears for ``BitLinear`` when the config is ternary (names seen as ``model.layers.*``)."""
+    if config.sub_norms:
+        model.layers = nn.ModuleList(BitNetDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        model.init_weights()  # initialises the new layers (the Llama ones they replace had been)
     if config.precision == "ternary":
         quantize_(model.layers, config.ternary_config(), prefix="model.layers")
 

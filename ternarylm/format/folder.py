@@ -25,7 +25,8 @@ from ternarylm.format.entries import CAUSAL_LM
 from ternarylm.format.hashing import sha256_file
 
 EXPORT_FORMAT = "ternarylm-export"
-EXPORT_FORMAT_VERSION = 1  # written by this ternarylm, and the newest it reads
+EXPORT_FORMAT_VERSION = 2  # the newest this ternarylm reads; a folder says the oldest reader it needs
+# (format_version_for in architecture.py: 2 only when the model uses BitNet's architecture fields)
 # Architecture fields that must agree between a model and its baseline.
 ARCH_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "head_dim", "intermediate_size")
@@ -113,13 +114,15 @@ def write_folder_atomically(out_dir: Path, write, force: bool) -> Path:
     return out_dir
 
 
-def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool) -> Path:
-    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename)."""
+def write_export_folder(out_dir: Path, files: dict[str, bytes], manifest_extra: dict, force: bool,
+                        format_version: int = 1) -> Path:
+    """Write ``files`` plus manifest.json into ``out_dir`` atomically (temp sibling + rename);
+    ``format_version``: the oldest reader the folder needs (config.json says the same)."""
 
     def write(tmp: Path) -> None:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        manifest = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, **manifest_extra,
+        manifest = {"format": EXPORT_FORMAT, "format_version": format_version, **manifest_extra,
                     "files": {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
                               for name in sorted(files)}}
         dump_json(tmp / "manifest.json", manifest)
