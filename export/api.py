@@ -79,7 +79,8 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
                       embedding: str | None = None, lm_head: str | None = None, block_size: int | None = None,
                       force: bool = False, keep_precision: dict | None = None,
                       max_length: int | None = None) -> Path:
-    """Export ``ckpt_path`` (a language model or a fine-tuned classifier) to the folder ``out_dir``
+    """Export ``ckpt_path`` (a language model or a fine-tuned classifier; or a ternary Hugging Face folder,
+    see ``source.py``) to the folder ``out_dir``
     (refuses to replace one unless ``force``). ``keep_precision``: see ``build_model``;
     ``embedding`` / ``lm_head``: ``float``, ``int8``, ``int4``, ``auto`` (the smallest of the target's
     candidates that passes verify, see ``precision.py``) or None (the target's default);
@@ -87,14 +88,14 @@ def export_checkpoint(ckpt_path, out_dir, target: str = "ort-cpu", packing: str 
     context."""
     from tokenizers import Tokenizer
 
-    from ternarylm.checkpoint import load_checkpoint
     from ternarylm.export import precision
+    from ternarylm.export.source import load_source
 
     get_target(target)
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise FileExistsError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_source(ckpt_path)
     spec = export_kind(ckpt)
     tok_json = ckpt["tokenizer_json"]
     special = special_token_ids(Tokenizer.from_str(tok_json))

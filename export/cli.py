@@ -18,6 +18,8 @@ Examples:
   ternary-export verify exports/small-ort-cpu --ckpt runs/small/ckpt.pt
   ternary-export gguf runs/132m/ckpt.pt --type tq2_0 --out exports/132m-tq2_0.gguf   # for llama.cpp
   ternary-export hf runs/small/ckpt.pt --out hf/small       # AutoModelForCausalLM.from_pretrained("hf/small")
+  ternary-export onnx path/to/bitnet-b1.58-2B-4T --out exports/bitnet   # a Hugging Face BitNet folder
+  ternary-export verify exports/bitnet --ckpt path/to/bitnet-b1.58-2B-4T  # against transformers' forward
 """
 
 
@@ -27,7 +29,7 @@ def main():
 
 
 @main.command("onnx", epilog=EXAMPLES)
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint")
 @click.option("--out", "out_dir", help="Output folder (default: exports/<run>-<target>).")
 @click.option("--target", type=click.Choice(list(TARGETS)), default="ort-cpu", show_default=True,
               help="; ".join(f"{t.name}: {t.description}" for t in TARGETS.values()))
@@ -53,19 +55,22 @@ def main():
 @user_errors
 def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_size, keep_precision,
                 max_length, with_baseline, force):
-    """Export CHECKPOINT (a ckpt.pt from ternary-train) to a deployable ONNX folder."""
+    """Export CHECKPOINT to a deployable ONNX folder. CHECKPOINT: a ckpt.pt from ternary-train, or a ternary
+    Hugging Face model folder (BitNet b1.58 packed or bf16, a BitNet-quantised Llama, a TernaryLM
+    save_pretrained folder; a hub name when online). See docs/HF.md."""
     from pathlib import Path
 
     from ternarylm.export.api import export_checkpoint
+    from ternarylm.export.source import check_source
 
-    from ternarylm.checkpoint import check_checkpoint_file
     from ternarylm.quantization import parse_keep_precision
 
     keep_precision = parse_keep_precision(keep_precision)
-    check_checkpoint_file(checkpoint)  # before the progress bar prints its label
+    check_source(checkpoint)  # before the progress bar prints its label
 
     if out_dir is None:
-        run = Path(checkpoint).resolve().parent.name or "model"
+        source = Path(checkpoint)
+        run = (source.name if source.is_dir() or not source.suffix else source.resolve().parent.name) or "model"
         out_dir = f"exports/{run}-{target}"
     baseline_dir = f"{out_dir}-fp32"
     if with_baseline and Path(baseline_dir).exists() and not force:
@@ -105,7 +110,8 @@ def _summarise(path):
 
 @main.command("verify")
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@click.option("--ckpt", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Source ckpt.pt.")
+@click.option("--ckpt", "checkpoint", required=True,
+              help="Source: the ckpt.pt, or the Hugging Face folder, the export was made from.")
 @click.option("--prompt", "prompts", multiple=True, help="Prompts (default: three built-in ones).")
 @click.option("--max-new-tokens", default=16, show_default=True)
 @click.option("--engines", default="ort,numpy", show_default=True, help="Comma-separated: ort, numpy.")
@@ -114,7 +120,8 @@ def _summarise(path):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here too.")
 @user_errors
 def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, json_path):
-    """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance."""
+    """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance. For a Hugging
+    Face source the reference is transformers' own model of that folder."""
     import json
 
     from ternarylm.export.verify import verify_export
@@ -138,7 +145,7 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
 
 
 @main.command("gguf", epilog=EXAMPLES)
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint")
 @click.option("--type", "qtype", type=click.Choice(["tq2_0", "tq1_0", "q4_0"]), required=True,
               help="Type of the ternary decoder linears: tq2_0 (2.06 bits/weight), tq1_0 (1.69), or q4_0 "
                    "(4.5; the exact fallback for sizes that are not multiples of 256 and for group scales).")
@@ -153,11 +160,10 @@ def export_gguf(checkpoint, qtype, lm_head, embedding, out_path, force):
     """Write CHECKPOINT (a ternary causal-LM ckpt.pt) as one GGUF file for llama.cpp (llama architecture,
     the same trits; block scales rounded to fp16). See docs/GGUF.md."""
     from ternarylm.export.gguf import export_gguf as write_gguf
-
-    from ternarylm.checkpoint import check_checkpoint_file
+    from ternarylm.export.source import check_source
 
     import gguf  # noqa: F401 -- fail before loading the checkpoint; user_errors names the [train] extra
-    check_checkpoint_file(checkpoint)
+    check_source(checkpoint)
     result = write_gguf(checkpoint, out_path, qtype=qtype, lm_head=lm_head, embedding=embedding, force=force)
     types = ", ".join(f"{n} {name}" for name, n in result.types.items())
     click.echo(f"wrote {result.path} ({result.n_bytes / 1e6:.2f} MB; tensors: {types}; "

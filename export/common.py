@@ -10,7 +10,6 @@ from ternarylm.export.decoder import architecture
 
 import ternarylm
 from ternarylm.format import lowering
-from ternarylm.format.hashing import sha256_file
 from ternarylm.format.trits import PACKINGS
 
 
@@ -58,9 +57,14 @@ def source_config(ckpt: dict, target, packing: str, dense_targets: str):
 
 
 def source_manifest(ckpt_path, ckpt: dict, target: str, packing: str | None) -> dict:
-    """manifest.json's fields naming the export's source (write_export_folder adds the files)."""
+    """manifest.json's fields naming the export's source (write_export_folder adds the files); a Hugging
+    Face source also gets ``source_hf`` (its model_type and how its linears were stored)."""
+    from ternarylm.export.source import source_sha256
+
+    hf = ckpt.get("hf_source")
     return {"package_version": ternarylm.__version__, "target": target, "packing": packing,
-            "source_checkpoint_sha256": sha256_file(Path(ckpt_path)), "source_step": ckpt.get("step")}
+            "source_checkpoint_sha256": source_sha256(ckpt_path, ckpt), "source_step": ckpt.get("step"),
+            **({"source_hf": {k: hf[k] for k in ("model_type", "layout")}} if hf else {})}
 
 
 def divisor_block(k: int, preferred: int) -> int:

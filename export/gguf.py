@@ -74,7 +74,7 @@ def export_gguf(ckpt_path, out_path, qtype: str = "tq2_0", lm_head: str = "q8_0"
     renamed into place, so a failure leaves nothing behind (and an existing file untouched).
     Trits are exact; block scales are rounded to fp16 by the format (see the module docstring).
     """
-    from ternarylm.checkpoint import load_checkpoint
+    from ternarylm.export.source import load_source
 
     _check_choice("--type", qtype, QTYPES)
     _check_choice("--lm-head", lm_head, FLOAT_TYPES)
@@ -84,7 +84,7 @@ def export_gguf(ckpt_path, out_path, qtype: str = "tq2_0", lm_head: str = "q8_0"
         raise IsADirectoryError(f"{out_path} is a folder; pass a file path such as model.gguf to --out")
     if out_path.exists() and not force:
         raise FileExistsError(f"{out_path} already exists; pass --force to replace it or choose another --out")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_source(ckpt_path)
     kv, tensors, rounding = build_gguf(ckpt, qtype, lm_head, embedding,
                                        name=name or Path(ckpt_path).resolve().parent.name or "ternarylm",
                                        source=_source_fields(ckpt_path, ckpt))
@@ -118,6 +118,10 @@ def build_gguf(ckpt: dict, qtype: str, lm_head: str = "q8_0", embedding: str = "
         raise ValueError(f"the checkpoint has group scales (group_size {quant.group_size}), which do not map onto "
                          f"{qtype.upper()}'s 256-wide blocks with one scale; use --type q4_0 (exact, 4.5 bits/weight) "
                          "or train with --granularity channel")
+    if config.sub_norms or config.hidden_act != "silu":
+        raise ValueError("the checkpoint has BitNet b1.58's architecture (sub-layer norms, squared-ReLU MLP), which "
+                         "llama.cpp's llama architecture cannot compute (its bitnet one gates with SiLU, not relu2); "
+                         "export it with ternary-export onnx")
     d = config.hidden_size
     for what, value in (("--embedding", embedding), ("--lm-head", lm_head)):
         if value == "q8_0" and d % Q_BLOCK:
@@ -259,9 +263,9 @@ def _check_choice(option: str, value, choices):
 
 def _source_fields(ckpt_path, ckpt) -> dict:
     import ternarylm
-    from ternarylm.format.hashing import sha256_file
+    from ternarylm.export.source import source_sha256
 
-    out = {"package_version": ternarylm.__version__, "source_checkpoint_sha256": sha256_file(ckpt_path)}
+    out = {"package_version": ternarylm.__version__, "source_checkpoint_sha256": source_sha256(ckpt_path, ckpt)}
     if isinstance(ckpt.get("step"), int):
         out["source_step"] = ckpt["step"]
     return out

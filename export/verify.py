@@ -90,23 +90,35 @@ def _engine_result(diff: float, agreement: float, agreement_key: str, tol: float
 
 
 def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=None,
-                              max_new_tokens: int = DEFAULT_NEW_TOKENS) -> list[tuple[list[int], list[int], np.ndarray]]:
+                              max_new_tokens: int = DEFAULT_NEW_TOKENS, override: dict | None = None) -> list[tuple[list[int], list[int], np.ndarray]]:
     """PyTorch's side of the comparison, once: per prompt ``(prompt ids, greedy ids, teacher-forced logits)``
-    of the checkpoint's model with the export's per-layer precision plan."""
+    of ``reference_model`` (``override``: the export-time keep_precision patterns)."""
     from tokenizers import Tokenizer
 
-    from ternarylm.checkpoint import model_from_checkpoint
+    import torch
 
-    model = apply_precision_plan(model_from_checkpoint(ckpt), keep_precision)
+    model = reference_model(ckpt, keep_precision, override)
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
     references = []
-    for prompt in prompts or DEFAULT_PROMPTS:
-        ids = tokenizer.encode(prompt).ids
-        if not ids:
-            raise ValueError(f"prompt {prompt!r} is empty after tokenization")
-        full, logits = _torch_reference(model, ids, max_new_tokens)
-        references.append((ids, full, logits))
+    with torch.compiler.set_stance("force_eager"):  # transformers' BitNet layers compile their kernels
+        for prompt in prompts or DEFAULT_PROMPTS:
+            ids = tokenizer.encode(prompt).ids
+            if not ids:
+                raise ValueError(f"prompt {prompt!r} is empty after tokenization")
+            full, logits = _torch_reference(model, ids, max_new_tokens)
+            references.append((ids, full, logits))
     return references
+
+
+def reference_model(ckpt: dict, keep_precision: dict | None, override: dict | None = None):
+    """The PyTorch model an export is held to: transformers' own model of a Hugging Face source (unless the
+    export overrode layer precisions, which only our model can apply), else ours with the export's plan."""
+    from ternarylm.checkpoint import model_from_checkpoint
+    from ternarylm.hf.ternary_in import is_hf_source, transformers_model
+
+    if is_hf_source(ckpt) and not override:
+        return transformers_model(ckpt)
+    return apply_precision_plan(model_from_checkpoint(ckpt), keep_precision)
 
 
 def compare_language_model(export_dir, references, engines, tol: float, min_agreement: float) -> dict:
@@ -130,7 +142,8 @@ def compare_language_model(export_dir, references, engines, tol: float, min_agre
 def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
                            prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, **_) -> dict:
     prompts = list(prompts or DEFAULT_PROMPTS)
-    references = language_model_references(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens)
+    references = language_model_references(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens,
+                                           override=config["export"].get("keep_precision_override"))
     return {"prompts": prompts, "engines": compare_language_model(export_dir, references, engines, tol, min_agreement)}
 
 
@@ -180,7 +193,7 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DE
     target's (``targets.py``). Returns the report: per engine max relative logit difference, agreement,
     passed; ``passed`` overall.
     """
-    from ternarylm.checkpoint import load_checkpoint
+    from ternarylm.export.source import load_source
     from ternarylm.format.targets import TARGETS
 
     export_dir = Path(export_dir)
@@ -195,9 +208,13 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DE
     known = TARGETS.get(target)
     tol = logit_tol if logit_tol is not None else (known.relative_tolerance if known else DEFAULT_RELATIVE_TOLERANCE)
     run, agreement_key = VERIFIERS[kind]
-    found = run(export_dir, config, load_checkpoint(checkpoint), _check_engines(engines), tol, min_agreement,
+    ckpt = load_source(checkpoint)
+    override = config.get("export", {}).get("keep_precision_override")
+    found = run(export_dir, config, ckpt, _check_engines(engines), tol, min_agreement,
                 prompts=prompts, max_new_tokens=max_new_tokens, inputs=inputs)
     report = {"export_dir": str(export_dir), "kind": kind, "target": target, "checkpoint": str(checkpoint),
+              "reference": "transformers" if ckpt.get("hf_source") and kind == CAUSAL_LM and not override
+              else "ternarylm",
               "relative_tolerance": tol, "min_agreement": min_agreement, "agreement": agreement_key, **found}
     report["passed"] = all(r["passed"] for r in report["engines"].values())
     return report

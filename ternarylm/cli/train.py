@@ -37,8 +37,9 @@ Examples:
 @click.option("--init-from", "init_from", metavar="PATH",
               help="Start from a full-precision Llama-architecture Hugging Face model (a folder with config.json, "
                    "model.safetensors and its tokenizer; a hub name online): its shapes, weights (the latent "
-                   "weights of ternary QAT) and tokenizer. --preset is ignored; --set may change only "
-                   "max_position_embeddings. See docs/HF.md.")
+                   "weights of ternary QAT) and tokenizer. A ternary folder (BitNet b1.58, packed or bf16) "
+                   "continues QAT from its own trits, keeping its architecture. --preset is ignored; --set may "
+                   "change only max_position_embeddings. See docs/HF.md.")
 @click.option("--vocab-size", type=int, help="Vocabulary of the trained BPE (default: the preset's).")
 @click.option("--seq-len", default=128, show_default=True)
 @click.option("--batch-size", default=16, show_default=True)

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ternarylm.format.tokens import special_token_ids
-from ternarylm.hf.folder import HFError, _quote, read_config, read_tokenizer, read_weights, resolve_model_folder
+from ternarylm.hf.architecture import decoder_architecture, match_weights
+from ternarylm.hf.folder import HFError, read_config, read_tokenizer, read_weights, resolve_model_folder
 
-INIT_MODEL_TYPES = ("llama",)  # what --init-from accepts (model_type in config.json)
+INIT_MODEL_TYPES = ("llama",)  # full-precision models --init-from accepts (model_type in config.json)
+TERNARY_MODEL_TYPES = ("bitnet", "ternarylm")  # ternary folders it continues QAT from (and BitNet-quantised llama)
 
 
 @dataclass
@@ -32,9 +34,14 @@ class InitSource:
 
 def load_llama_init(path_or_name: str) -> InitSource:
     """Read a Llama-architecture Hugging Face model (local folder, or a hub name for online users) for
-    ``ternary-train --init-from``. Raises ``HFError`` (one line) for anything it cannot start from."""
+    ``ternary-train --init-from``; a ternary folder (BitNet b1.58, a BitNet-quantised Llama, our own
+    ``save_pretrained``) continues QAT from its latent weights (``ternary_in``), keeping its architecture
+    (relu2, sub-norms, tied head). Raises ``HFError`` (one line) for anything it cannot start from."""
     folder = resolve_model_folder(str(path_or_name))
     cfg = read_config(folder)
+    quant = cfg.get("quantization_config")
+    if cfg.get("model_type") in TERNARY_MODEL_TYPES or (isinstance(quant, dict) and quant.get("quant_method") == "bitnet"):
+        return _ternary_init(folder, cfg)
     architecture, notes = llama_architecture(cfg, folder)
     tokenizer = read_tokenizer(folder)
     n_tok = tokenizer.get_vocab_size()  # the tokenizer's checks first: they need no weights read
@@ -47,7 +54,7 @@ def load_llama_init(path_or_name: str) -> InitSource:
         raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
                       "training separates documents with; add one of them to its tokenizer.json")
     state = read_weights(folder)
-    state_dict = _match_weights(state, architecture, bool(cfg.get("tie_word_embeddings", False)), folder)
+    state_dict = match_weights(state, architecture, bool(cfg.get("tie_word_embeddings", False)), folder)
     return InitSource(architecture=architecture, state_dict=state_dict, tokenizer=tokenizer, notes=notes,
                       source=str(folder))
 
@@ -62,38 +69,9 @@ def llama_architecture(cfg: dict, where="config.json") -> tuple[dict, list[str]]
                       f"{', '.join(INIT_MODEL_TYPES)} (Llama-architecture LlamaForCausalLM models)")
     if cfg.get("quantization_config"):
         method = (cfg["quantization_config"] or {}).get("quant_method", "?")
-        raise HFError(f"{where} is quantised (quant_method {method}); --init-from needs full-precision weights")
-    if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise HFError(f"{where} uses hidden_act {cfg.get('hidden_act')!r}; TernaryLM's MLP is SwiGLU (silu)")
-    for bias in ("attention_bias", "mlp_bias"):
-        if cfg.get(bias):
-            raise HFError(f"{where} has {bias} true; TernaryLM's linears have no biases")
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "?"
-    if rope_type not in ("default", None):
-        raise HFError(f"{where} uses RoPE type {rope_type!r}; TernaryLM supports default RoPE (rope_theta) only, "
-                      "so its positions would change")
-    theta = cfg.get("rope_theta", rope.get("rope_theta", 10000.0) if isinstance(rope, dict) else 10000.0)
-    arch = {}
-    for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                 "max_position_embeddings"):
-        value = cfg.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise HFError(f"{where} has no positive integer {name} (got {value!r})")
-        arch[name] = value
-    arch["num_key_value_heads"] = cfg.get("num_key_value_heads") or arch["num_attention_heads"]
-    arch["rope_theta"] = float(theta)
-    arch["rms_norm_eps"] = float(cfg.get("rms_norm_eps", 1e-6))
-    head_dim = cfg.get("head_dim")
-    if head_dim is not None and head_dim * arch["num_attention_heads"] != arch["hidden_size"]:
-        raise HFError(f"{where} has head_dim {head_dim} but hidden_size / num_attention_heads = "
-                      f"{arch['hidden_size'] / arch['num_attention_heads']:g}; TernaryLM needs them equal")
-    from ternarylm.configuration import TernaryLMConfig
-
-    try:
-        TernaryLMConfig(**arch)
-    except ValueError as e:
-        raise HFError(f"{where}: {_quote(e)}") from None
+        raise HFError(f"{where} is quantised (quant_method {method}); --init-from needs full-precision weights "
+                      "(a ternary folder goes straight to ternary-export onnx)")
+    arch = decoder_architecture(cfg, where, hidden_acts=("silu",))
     notes = []
     if cfg.get("tie_word_embeddings"):
         notes.append(f"{where} ties its LM head to the embedding; the LM head starts as a copy and trains "
@@ -101,39 +79,27 @@ def llama_architecture(cfg: dict, where="config.json") -> tuple[dict, list[str]]
     return arch, notes
 
 
-def _match_weights(state: dict, arch: dict, tied: bool, folder: Path) -> dict:
-    """Our state dict (float32) from the folder's tensors: names and shapes checked against the model the
-    architecture builds; a missing LM head is the embedding's copy when the folder ties them."""
-    import torch
 
-    from ternarylm.configuration import TernaryLMConfig
-    from ternarylm.modeling import TernaryLMForCausalLM
 
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    if state and not any(k.startswith("model.") for k in state) and "embed_tokens.weight" in state:
-        state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in state.items()}
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TernaryLMForCausalLM(TernaryLMConfig(**arch)).state_dict().items()}
-    embed = state.get("model.embed_tokens.weight")
-    if embed is not None and embed.ndim == 2 and embed.shape[0] != arch["vocab_size"]:
-        raise HFError(f"{folder}: the embedding has {embed.shape[0]} rows but config.json says vocab_size "
-                      f"{arch['vocab_size']}; the vocabulary does not match the embedding")
-    if "lm_head.weight" not in state and embed is not None:
-        if not tied:
-            raise HFError(f"{folder} has no lm_head.weight and does not tie it to the embedding; pass a "
-                          "LlamaForCausalLM folder (not a base LlamaModel)")
-        state["lm_head.weight"] = embed
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        raise HFError(f"{folder} lacks {len(missing)} weight(s) a Llama of its config.json has, e.g. {missing[0]}")
-    if unexpected:
-        raise HFError(f"{folder} holds {len(unexpected)} weight(s) a Llama of its config.json has not, "
-                      f"e.g. {unexpected[0]}")
-    out = {}
-    for name, shape in expected.items():
-        tensor = state[name]
-        if tuple(tensor.shape) != shape:
-            raise HFError(f"{folder}: {name} has shape {list(tensor.shape)}, its config.json implies {list(shape)}")
-        out[name] = tensor.to(torch.float32)  # load_state_dict copies it into the model
-    return out
+def _ternary_init(folder: Path, cfg: dict) -> InitSource:
+    """A ternary folder as a QAT start: its architecture fields and latent weights (``checkpoint_from_hf``:
+    stored trits become latent weights that ternarise back to them), and its tokenizer."""
+    from tokenizers import Tokenizer
+
+    from ternarylm.hf.ternary_in import checkpoint_from_hf
+
+    ckpt = checkpoint_from_hf(str(folder))
+    config = ckpt["config"]
+    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "max_position_embeddings", "rope_theta", "rms_norm_eps", "hidden_act", "sub_norms",
+            "tie_word_embeddings")
+    notes = [f"{folder} is ternary ({ckpt['hf_source']['model_type']}, {ckpt['hf_source']['layout']}): QAT continues "
+             "from weights that ternarise to its own trits"]
+    tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
+    if special_token_ids(tokenizer)["eos"] is None:
+        from ternarylm.format.tokens import EOS_NAMES
+
+        raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
+                      "training separates documents with; add one of them to its tokenizer.json")
+    return InitSource(architecture={k: config[k] for k in keys}, state_dict=ckpt["model"], tokenizer=tokenizer,
+                      notes=notes, source=str(folder))

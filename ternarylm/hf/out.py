@@ -6,7 +6,9 @@
 integration (``quantization_config = {"quant_method": "bitnet", ...}``; loading it needs ``accelerate``),
 whose layers compute exactly our QAT forward: absmean ternary weights with one scale per tensor
 (``round(W / mean|W|)`` clamped to [-1, 1], eps 1e-5) times 8-bit per-token absmax activations
-(``round(x * 127 / max|x|)`` clamped to [-128, 127], eps 1e-5). Two layouts:
+(``round(x * 127 / max|x|)`` clamped to [-128, 127], eps 1e-5). A checkpoint with BitNet b1.58's
+architecture (``sub_norms``) is written as ``model_type: bitnet`` (``BitNetForCausalLM``) instead, with the
+same quantization_config; ``hidden_act`` (silu / relu2) and tied embeddings carry over. Two layouts:
 
 - ``packed`` (default): ``linear_class: bitlinear``, ``quantization_mode: offline`` -- the layout of the
   published BitNet checkpoints. Each ternary linear stores ``weight`` uint8 ``[N / 4, K]`` (4 trits per
@@ -74,6 +76,8 @@ def export_hf(ckpt_path, out_dir, force: bool = False, layout: str = "packed") -
     config = model.config
     tensors, ternary, float_linears, dense = _hf_tensors(model, config, layout, ckpt_path)
     out_layout = layout if ternary else "dense"
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)  # transformers ties it to the embedding on load
 
     tok_json = ckpt["tokenizer_json"]
     special = {"bos": config.bos_token_id, "eos": config.eos_token_id, "pad": config.pad_token_id}
@@ -81,7 +85,7 @@ def export_hf(ckpt_path, out_dir, force: bool = False, layout: str = "packed") -
         from tokenizers import Tokenizer
 
         special = special_token_ids(Tokenizer.from_str(tok_json))
-    llama = _llama_config(config, special)
+    llama = _hf_config(config, special)
     if ternary:
         llama.quantization_config = _quantization_config(out_layout, float_linears)
 
@@ -172,18 +176,22 @@ def _pack(trits):
     return pack_weights(trits.clone())  # it adds 1 in place
 
 
-def _llama_config(config, special: dict):
-    from transformers import LlamaConfig
+def _hf_config(config, special: dict):
+    """transformers' config of the same architecture: ``LlamaConfig``, or ``BitNetConfig`` (model_type
+    ``bitnet``) for a model with BitNet's sub-layer norms; both read ``hidden_act`` (silu or relu2)."""
+    from transformers import BitNetConfig, LlamaConfig
 
-    return LlamaConfig(
+    common = dict(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
         num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim, hidden_act="silu",
+        num_key_value_heads=config.num_key_value_heads, hidden_act=config.hidden_act,
         max_position_embeddings=config.max_position_embeddings, rms_norm_eps=config.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)},
-        attention_bias=False, mlp_bias=False, tie_word_embeddings=False, initializer_range=config.initializer_range,
-        bos_token_id=special["bos"], eos_token_id=special["eos"], pad_token_id=special["pad"],
-        architectures=["LlamaForCausalLM"], dtype="float32")
+        rope_parameters={"rope_type": "default", "rope_theta": float(config.rope_theta)}, attention_bias=False,
+        tie_word_embeddings=bool(config.tie_word_embeddings), initializer_range=config.initializer_range,
+        bos_token_id=special["bos"], eos_token_id=special["eos"], pad_token_id=special["pad"], dtype="float32")
+    if config.sub_norms:
+        return BitNetConfig(**common, architectures=["BitNetForCausalLM"])
+    return LlamaConfig(**common, head_dim=config.head_dim, mlp_bias=False, architectures=["LlamaForCausalLM"])
 
 
 def _quantization_config(layout: str, float_linears: list[str]) -> dict:

@@ -72,7 +72,8 @@ def test_load_llama_init_unties_a_tied_head(interop_tokenizer, tmp_path):
     ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0}}, "RoPE type 'llama3'"),
     ({"attention_bias": True}, "no biases"),
     ({"hidden_act": "gelu"}, "SwiGLU"),
-    ({"quantization_config": {"quant_method": "bitnet"}}, "full-precision weights"),
+    ({"quantization_config": {"quant_method": "gptq"}}, "full-precision weights"),
+    ({"quantization_config": {"quant_method": "bitnet"}}, "weight_scale is missing"),  # read as a ternary folder
     ({"num_key_value_heads": 3}, "multiple of num_key_value_heads"),
 ])
 def test_load_llama_init_refuses_what_it_cannot_reproduce(llama_folder, tmp_path, change, message):

@@ -1,0 +1,247 @@
+"""A ternary Hugging Face folder in, as a checkpoint dict: ``ternary-export onnx|gguf|verify`` take the folder
+where they take ``ckpt.pt``, so every target, the NumPy runtime and onnxruntime-genai follow.
+
+Three families (``model_type`` in config.json):
+
+- ``bitnet``: BitNet b1.58 (``BitNetForCausalLM``, e.g. microsoft/bitnet-b1.58-2B-4T): squared-ReLU MLP,
+  sub-layer RMSNorms, tied or untied embeddings, GQA. Packed (the hub layout) or bf16 master weights.
+- ``llama`` with transformers' BitNet ``quantization_config``: what ``ternary-export hf`` writes.
+- ``ternarylm``: our own model saved with ``save_pretrained`` (latent weights, our config).
+
+How the decoder linears are read, by ``quantization_config`` (transformers' ``integrations/bitnet.py``):
+
+| quantization_config | stored per linear | forward | becomes |
+|---|---|---|---|
+| ``bitlinear`` / offline (default) | ``weight`` uint8 ``[N/4, K]`` (code ``t + 1`` of row ``i + j N/4`` in bits ``2j``), ``weight_scale`` ``[1]`` | ``x_q @ trits / (s_x * weight_scale)`` | trits, gamma = 1 / weight_scale |
+| ``autobitlinear`` / offline | ``weight`` as above, or float trits ``[N, K]``; ``weight_scale`` ``[1]`` | ``(x_q @ trits) * weight_scale`` | trits, gamma = weight_scale |
+| ``autobitlinear`` / online, or none (bf16 master weights) | float ``weight`` ``[N, K]`` | ternarised at each forward (absmean per tensor) | the latent weight as is |
+
+Both forwards are ours exactly (absmean per tensor, per-token absmax int8 activations, eps 1e-5), so the
+checkpoint is ``granularity: tensor``, ``activation_bits: 8``. Stored trits become the latent weight
+``trits * gamma / p`` (``p``: the share of non-zero trits), whose absmean ternarisation gives back exactly
+those trits and gamma. Linears in ``modules_to_not_convert`` stay full precision (``keep_precision`` 16).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ternarylm.format.entries import CAUSAL_LM
+from ternarylm.hf.architecture import decoder_architecture, match_weights, with_model_prefix
+from ternarylm.hf.folder import HFError, _quote, read_config, read_tokenizer, read_weights, resolve_model_folder
+
+SUPPORTED = {"bitnet": "BitNet b1.58 (packed or bf16 master weights)",
+             "llama": "a Llama with transformers' BitNet quantization_config (ternary-export hf)",
+             "ternarylm": "our own model saved with save_pretrained"}
+PACK = 4  # trits per byte along the output rows (transformers' VALUES_PER_ITEM)
+LINEAR_CLASSES = ("bitlinear", "autobitlinear")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a folder stores its ternary linears: ``trits`` (``packed`` uint8 or float codes, with
+    ``weight_scale``) or ``latent`` float weights; ``scale_divides``: BitLinear's ``weight_scale`` is 1/gamma."""
+
+    name: str  # packed-bitlinear | trits-autobitlinear | latent
+    scale_divides: bool = False
+
+    @property
+    def stores_trits(self) -> bool:
+        return self.name != "latent"
+
+
+def checkpoint_from_hf(path_or_name: str) -> dict:
+    """Read the Hugging Face folder ``path_or_name`` (or a hub name, online) as a checkpoint dict with the
+    keys ``load_checkpoint`` returns (``config``, ``model``, ``tokenizer_json``, ``kind``) plus ``hf_source``
+    (folder, model_type, layout). ``HFError`` (one line) for a folder it cannot take."""
+    from ternarylm.checkpoint import FORMAT, format_version_for
+
+    folder = resolve_model_folder(str(path_or_name), "ternary-export")
+    cfg = read_config(folder)
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED:
+        raise HFError(f"{folder / 'config.json'} has model_type {model_type!r}; ternary-export reads "
+                      + "; ".join(f"{k} ({v})" for k, v in SUPPORTED.items())
+                      + " - for a full-precision Llama, start ternary QAT with ternary-train --init-from")
+    tokenizer = read_tokenizer(folder, "the export ships the model's own tokenizer")
+    if model_type == "ternarylm":
+        config, state = _ternarylm_folder(cfg, folder)
+        layout = Layout("latent")
+    else:
+        layout = _layout(cfg, folder)
+        config, state = _bitnet_folder(cfg, folder, layout)
+    n_tok = tokenizer.get_vocab_size()
+    if n_tok > config["vocab_size"]:
+        raise HFError(f"the tokenizer of {folder} has {n_tok} tokens but the embedding has {config['vocab_size']} "
+                      "rows; the vocabulary does not match the embedding - pass the tokenizer saved with these weights")
+    ckpt = {"format": FORMAT, "kind": CAUSAL_LM, "config": config, "model": state,
+            "tokenizer_json": tokenizer.to_str(), "step": None,
+            "hf_source": {"folder": str(folder), "model_type": model_type, "layout": layout.name}}
+    ckpt["format_version"] = format_version_for(config)
+    return ckpt
+
+
+def is_hf_source(ckpt: dict) -> bool:
+    return "hf_source" in ckpt
+
+
+# ---- BitNet and BitNet-quantised Llama ------------------------------------------------------------------
+def _layout(cfg: dict, folder: Path) -> Layout:
+    where = folder / "config.json"
+    quant = cfg.get("quantization_config")
+    if not quant:
+        if cfg["model_type"] == "llama":
+            raise HFError(f"{where} is a full-precision Llama (no quantization_config); ternary-export needs ternary "
+                          "weights - start ternary QAT from it with ternary-train --init-from")
+        return Layout("latent")  # BitNet's bf16 master weights: ternarised on export, as at training
+    if not isinstance(quant, dict) or quant.get("quant_method") != "bitnet":
+        method = quant.get("quant_method") if isinstance(quant, dict) else quant
+        raise HFError(f"{where} is quantised with {method!r}; ternary-export reads quant_method 'bitnet' only")
+    linear_class = quant.get("linear_class", "bitlinear")
+    mode = quant.get("quantization_mode", "offline")
+    if linear_class not in LINEAR_CLASSES or mode not in ("offline", "online"):
+        raise HFError(f"{where}: quantization_config linear_class {linear_class!r} / quantization_mode {mode!r} is "
+                      f"not transformers' BitNet ({' or '.join(LINEAR_CLASSES)}, offline or online)")
+    if quant.get("use_rms_norm"):
+        raise HFError(f"{where}: quantization_config use_rms_norm adds an RMSNorm inside every linear, which "
+                      "TernaryLM's architecture does not have; export a folder without it")
+    if linear_class == "bitlinear":
+        return Layout("packed-bitlinear", scale_divides=True)
+    return Layout("latent") if mode == "online" else Layout("trits-autobitlinear")
+
+
+def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict]:
+    from ternarylm.configuration import TernaryLMConfig
+    from ternarylm.quantization import TernaryConfig
+
+    where = folder / "config.json"
+    bitnet = cfg["model_type"] == "bitnet"
+    arch = decoder_architecture(cfg, where, hidden_acts=("silu", "relu2"))
+    arch["sub_norms"] = bitnet  # BitNetDecoderLayer's attn_sub_norm / ffn_sub_norm
+    arch["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", False))
+    names = TernaryLMConfig(**arch).linear_names()
+    keep = _float_linears(cfg.get("quantization_config") or {}, names)
+    quant = TernaryConfig(granularity="tensor", activation_bits=8, keep_precision={n: 16 for n in keep})
+    special = {k: _first_id(cfg.get(k)) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    config = TernaryLMConfig(**arch, precision="ternary", quant=quant.to_dict(), **special,
+                             initializer_range=float(cfg.get("initializer_range", 0.02)))
+    state = with_model_prefix(read_weights(folder))
+    if layout.stores_trits:
+        for name in names:
+            if name not in keep:
+                state[f"{name}.weight"] = _latent_from_trits(state, name, layout, config, folder)
+    return config.to_dict(), match_weights(state, {**arch}, arch["tie_word_embeddings"], folder)
+
+
+def _float_linears(quant: dict, names: list[str]) -> list[str]:
+    """Decoder linears transformers leaves as ``nn.Linear`` (``modules_to_not_convert``, matched at a module
+    boundary as transformers does)."""
+    skip = [s for s in (quant.get("modules_to_not_convert") or []) if isinstance(s, str)]
+    return [n for n in names if any(n == s or n.startswith(f"{s}.") or n.endswith(f".{s}") or f".{s}." in f".{n}."
+                                    for s in skip)]
+
+
+def _first_id(value):
+    """config.json may list several ids (Llama 3's eos); the export records one (the first)."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _latent_from_trits(state: dict, name: str, layout: Layout, config, folder: Path):
+    """The stored trits and scale of one linear as the latent weight ``trits * gamma / p`` (module docstring)."""
+    import torch
+
+    n, k = _linear_shape(config, name)
+    weight, scale = state.get(f"{name}.weight"), state.pop(f"{name}.weight_scale", None)
+    if weight is None:
+        return None  # match_weights names the missing tensor
+    if scale is None:
+        raise HFError(f"{folder}: {name}.weight_scale is missing; a quantised BitNet checkpoint stores one scale per "
+                      "ternary linear - re-save the folder with its weight_scale tensors")
+    trits = _trits(weight, n, k, name, folder)
+    scale = scale.detach().double().reshape(-1)
+    if scale.numel() != 1 or not torch.isfinite(scale).all() or scale.item() <= 0:
+        raise HFError(f"{folder}: {name}.weight_scale must be one positive number (got shape {list(scale.shape)}, "
+                      f"value {scale[:1].tolist()}); the checkpoint is damaged")
+    gamma = 1.0 / scale.item() if layout.scale_divides else scale.item()
+    share = trits.abs().double().mean().item()
+    if share == 0:
+        return torch.zeros(n, k)
+    return trits.to(torch.float32) * float(gamma / share)
+
+
+def _trits(weight, n: int, k: int, name: str, folder: Path):
+    """int8 trits ``[N, K]`` from packed uint8 ``[N/4, K]`` or float codes ``[N, K]``; non-trits refused."""
+    import torch
+
+    if weight.dtype == torch.uint8:
+        if tuple(weight.shape) != (n // PACK, k) or n % PACK:
+            raise HFError(f"{folder}: {name}.weight is packed uint8 {list(weight.shape)} but the config implies "
+                          f"[{n} / {PACK}, {k}]; the checkpoint does not match its config.json")
+        codes = torch.cat([(weight >> (2 * j)) & 3 for j in range(PACK)], dim=0)  # row i + j * N/4 <- bits 2j
+        if (codes == 3).any():
+            raise HFError(f"{folder}: {name}.weight holds the 2-bit code 3, which is not a trit (packed BitNet codes "
+                          "are 0, 1, 2 for -1, 0, +1); the checkpoint is damaged or not BitNet-packed")
+        return codes.to(torch.int8) - 1
+    if tuple(weight.shape) != (n, k):
+        raise HFError(f"{folder}: {name}.weight has shape {list(weight.shape)}, its config.json implies [{n}, {k}]")
+    w = weight.detach().float()
+    if not ((w == 0) | (w == 1) | (w == -1)).all():
+        bad = w[(w != 0) & (w != 1) & (w != -1)][0].item()
+        raise HFError(f"{folder}: {name}.weight holds {bad:g}, not a trit (-1, 0, +1), though its quantization_config "
+                      "says offline ternary weights - use quantization_mode online for latent weights")
+    return w.to(torch.int8)
+
+
+def _linear_shape(config, name: str) -> tuple[int, int]:
+    d, i, hd = config.hidden_size, config.intermediate_size, config.head_dim
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    short = name.rsplit(".", 1)[1]
+    return {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
+            "gate_proj": (i, d), "up_proj": (i, d), "down_proj": (d, i)}[short]
+
+
+# ---- our own save_pretrained ---------------------------------------------------------------------------
+def _ternarylm_folder(cfg: dict, folder: Path) -> tuple[dict, dict]:
+    from ternarylm.configuration import TernaryLMConfig
+
+    fields = {k: v for k, v in cfg.items() if k not in ("transformers_version", "architectures", "model_type",
+                                                         "dtype", "torch_dtype")}
+    try:
+        config = TernaryLMConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise HFError(f"{folder / 'config.json'} is not a TernaryLM configuration ({_quote(e)})") from None
+    arch = {k: getattr(config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                            "num_key_value_heads", "intermediate_size", "max_position_embeddings",
+                                            "rope_theta", "rms_norm_eps", "hidden_act", "sub_norms",
+                                            "tie_word_embeddings", "precision", "quant")}
+    state = match_weights(read_weights(folder), arch, config.tie_word_embeddings, folder)
+    return config.to_dict(), state
+
+
+# ---- transformers' own model of the folder (verify's reference) -------------------------------------------
+def transformers_model(ckpt: dict):
+    """transformers' ``AutoModelForCausalLM`` of the folder ``ckpt`` was read from, in float32 eval mode: its
+    BitNet layers where config.json has a quantization_config (needs ``accelerate``), and for BitNet's master
+    weights (no quantization_config) transformers' online ternarisation (``AutoBitLinear``), which is the model
+    those weights train. BitNet's ``torch.compile``d kernels run eager (no C++ compiler needed)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = ckpt["hf_source"]
+    options = {}
+    if source["model_type"] == "bitnet" and source["layout"] == "latent":
+        config = AutoConfig.from_pretrained(source["folder"])
+        if not getattr(config, "quantization_config", None):  # master weights: the folder states no quantisation
+            config.quantization_config = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                          "quantization_mode": "online"}
+            options["config"] = config
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            model = AutoModelForCausalLM.from_pretrained(source["folder"], dtype=torch.float32, **options)
+    except ImportError as e:
+        raise HFError(f"transformers cannot load {source['folder']} ({_quote(e)}); pip install accelerate, which "
+                      "its BitNet layers need") from None
+    return model.to(torch.float32).eval()  # offline AutoBitLinear keeps the stored dtype otherwise
