@@ -36,6 +36,7 @@ from ternarylm.format.onnx_names import MS_DOMAIN, OPSET, TERNARY_DOMAIN
 from ternarylm.format.trits import EPS, TRITS_PER_BYTE, pack
 
 NEG_INF = {FLOAT: -1e9, FLOAT16: -65504.0}
+LOGITS_TO_KEEP = "logits_to_keep"  # optional graph input: LM head for the last k positions only (0 = all)
 
 
 class DecoderEmitter:
@@ -147,7 +148,7 @@ class DecoderEmitter:
         for i in range(L):
             for kv in ("key", "value"):
                 g.input(f"past_key_values.{i}.{kv}", self.dt, ["batch_size", hkv, "past_sequence_length", hd])
-        g.output("logits", FLOAT, ["batch_size", "sequence_length", a["vocab_size"]])
+        g.output("logits", FLOAT, ["batch_size", "logits_length", a["vocab_size"]])  # T, or logits_to_keep
         for i in range(L):
             for kv in ("key", "value"):
                 g.output(f"present.{i}.{kv}", self.dt, ["batch_size", hkv, "total_sequence_length", hd])
@@ -159,6 +160,7 @@ class DecoderEmitter:
             h = self.build_fused_layers(x)
         else:
             h = self.build_standard_layers(x)
+        h = self.keep_last_positions(h)
         if isinstance(self.w.lm_head, IntWeight):  # block-quantised head in standard ops (portable)
             logits = self.int_linear(h, "lm_head", self.w.lm_head, "/lm_head", act_bits=0)
         else:
@@ -170,6 +172,15 @@ class DecoderEmitter:
                   helper.make_opsetid(MS_DOMAIN, 1)]
         functions = [function_proto()] if self.uses_ternary_op else []
         return g.model(opsets, functions, doc="TernaryLM decoder exported by ternarylm"), self.weight_map
+
+    def keep_last_positions(self, h: str) -> str:
+        """The optional input ``logits_to_keep`` (int64 scalar, default 0 = every position; transformers'
+        argument of that name): k > 0 computes the LM head for the last k positions only, which is all a
+        prefill needs. A client that does not feed it gets the full ``(B, T, V)`` logits, as before."""
+        g = self.g
+        keep = g.optional_input(LOGITS_TO_KEEP, np.array(0, np.int64))
+        start = g.op("Neg", [g.op("Reshape", [keep, g.const([1])], "/logits_to_keep/Reshape")], "/logits_to_keep/Neg")
+        return g.op("Slice", [h, start, g.const([np.iinfo(np.int64).max]), g.const([1])], "/logits_to_keep/Slice")
 
     # ---- standard-op decoder ---------------------------------------------------------------
     def build_standard_layers(self, x: str) -> str:

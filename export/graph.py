@@ -55,6 +55,14 @@ class GraphBuilder:
         self._names.add(name)
         return name
 
+    def optional_input(self, name: str, default: np.ndarray) -> str:
+        """A graph input with a default: an initializer of the same name, which a caller may override (ONNX
+        IR >= 4); clients that do not know the input simply leave it out."""
+        default = np.asarray(default)
+        self.input(name, np_to_onnx_type(default.dtype), list(default.shape))
+        self.initializers.append(numpy_helper.from_array(default, name=name))
+        return name
+
     def output(self, name: str, elem_type: int, shape: list):
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
 

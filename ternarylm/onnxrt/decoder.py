@@ -5,8 +5,11 @@
 is fed happens once. The IO names are the export folder's (docs/FORMATS.md)::
 
     input_ids (B, T), attention_mask (B, past + T), position_ids (B, T),
-    past_key_values.{i}.key|value (B, kv_heads, past, head_dim)
-      -> logits (B, T, V), present.{i}.key|value (B, kv_heads, past + T, head_dim)
+    past_key_values.{i}.key|value (B, kv_heads, past, head_dim), [logits_to_keep () int64, default 0]
+      -> logits (B, T or logits_to_keep, V), present.{i}.key|value (B, kv_heads, past + T, head_dim)
+
+A prefill that only needs the next token (``forward(..., last_only=True)``) feeds ``logits_to_keep = 1``
+where the graph has that optional input, so the LM head runs for one position instead of T.
 
 On the fused graph (GroupQueryAttention) the cache is updated in place: one buffer per layer bound as
 both past and present with IO binding, so a decode step writes one row instead of copying the cache.
@@ -32,7 +35,9 @@ class DecoderIO:
 
     def __init__(self, session, architecture: dict | None = None):
         inputs = {i.name: i for i in session.get_inputs()}
-        self.input_names = set(inputs)
+        # optional inputs (an initializer of the same name gives the default) are listed apart
+        optional = getattr(session, "get_overridable_initializers", list)()
+        self.input_names = set(inputs) | {i.name for i in optional}
         if "input_ids" not in inputs:
             raise ValueError("the model has no 'input_ids' input; is it a ternary-export decoder?")
         layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
@@ -82,6 +87,8 @@ def _ortvalue(array: np.ndarray):
 
 KV_CACHE_MODES = ("auto", "in-place", "growing")
 MIN_CAPACITY = 256  # first in-place buffer length (tokens); it doubles up to the context when outgrown
+LOGITS_TO_KEEP = "logits_to_keep"  # optional input of newer exports: the LM head for the last k positions only
+KEEP_ONE, KEEP_ALL = np.array(1, np.int64), np.array(0, np.int64)
 
 
 def check_right_padded(mask: np.ndarray) -> None:
@@ -178,17 +185,20 @@ class OrtDecoder:
         if position_ids is None:
             position_ids = np.broadcast_to(np.arange(past, past + t, dtype=np.int64), (b, t))
         position_ids = np.ascontiguousarray(position_ids, np.int64)
+        keep = last_only and t > 1 and LOGITS_TO_KEEP in self.io.input_names  # the head for the last position only
         if self.kv_cache == "in-place":
-            logits = self._run_in_place(input_ids, attention_mask, position_ids, past)
+            logits = self._run_in_place(input_ids, attention_mask, position_ids, past, keep)
         else:
-            logits = self._run_growing(input_ids, attention_mask, position_ids)
+            logits = self._run_growing(input_ids, attention_mask, position_ids, keep)
         self._mask, self._length = attention_mask, past + t
         if last_only:  # a copy, so the (B, T, V) prefill logits are freed now, not kept alive by a view
             return np.array(logits[:, -1:], np.float32)
         return np.asarray(logits, np.float32)
 
-    def _run_growing(self, input_ids, attention_mask, position_ids) -> np.ndarray:
+    def _run_growing(self, input_ids, attention_mask, position_ids, keep_last: bool = False) -> np.ndarray:
         feed = {"input_ids": _ortvalue(input_ids), **self._past}
+        if keep_last:
+            feed[LOGITS_TO_KEEP] = _ortvalue(KEEP_ONE)
         if "attention_mask" in self.io.input_names:
             feed["attention_mask"] = _ortvalue(attention_mask)
         if "position_ids" in self.io.input_names:
@@ -197,7 +207,7 @@ class OrtDecoder:
         self._past = dict(zip(self.io.past_inputs, presents))
         return logits.numpy()
 
-    def _run_in_place(self, input_ids, attention_mask, position_ids, past: int) -> np.ndarray:
+    def _run_in_place(self, input_ids, attention_mask, position_ids, past: int, keep_last: bool = False) -> np.ndarray:
         b, t = input_ids.shape
         if past == 0:
             check_right_padded(attention_mask)
@@ -205,6 +215,8 @@ class OrtDecoder:
             raise ValueError("with a cache, onnxruntime's attention takes several new tokens only at batch "
                              "size 1; feed them one by one")
         self._ensure_capacity(past + t)
+        if keep_last and past == 0 and self._arrays:
+            return self._prefill_last_only(input_ids, attention_mask, position_ids)
         binding = self._binding
         binding.bind_cpu_input("input_ids", input_ids)
         if "attention_mask" in self.io.input_names:
@@ -219,6 +231,24 @@ class OrtDecoder:
         if t == 1:
             return self._step_logits.copy()
         return binding.get_outputs()[0].numpy()
+
+    def _prefill_last_only(self, input_ids, attention_mask, position_ids) -> np.ndarray:
+        """A prefill from an empty cache that needs only the last position's logits: run with
+        ``logits_to_keep = 1`` (onnxruntime's IO binding cannot bind an optional input, so this one call
+        goes through ``run_with_ort_values``), then copy the T new keys/values into the shared buffers."""
+        b, t = input_ids.shape
+        io = self.io
+        empty = _ortvalue(np.zeros((b, io.kv_heads, 0, io.head_dim), io.past_dtype))
+        feed = {"input_ids": _ortvalue(input_ids), LOGITS_TO_KEEP: _ortvalue(KEEP_ONE),
+                **{name: empty for name in io.past_inputs}}
+        if "attention_mask" in io.input_names:
+            feed["attention_mask"] = _ortvalue(attention_mask)
+        if "position_ids" in io.input_names:
+            feed["position_ids"] = _ortvalue(position_ids)
+        logits, *presents = self.session.run_with_ort_values(io.output_names, feed)
+        for buffer, present in zip(self._arrays, presents):
+            buffer[:, :, :t] = present.numpy()
+        return logits.numpy()
 
     def _ensure_capacity(self, needed: int) -> None:
         """Allocate (or grow, keeping the cached rows) the shared past/present buffers and bind them.

@@ -119,3 +119,37 @@ def test_genai_config_shares_the_buffer_on_fused_graphs(export_dir, trained, tmp
                check=False)
     assert proc.returncode == 1 and f"context of {context}" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "long").exists()
+
+
+@pytest.mark.parametrize("name", ["ort-cpu", "fp32", "portable-2bit"])
+def test_logits_to_keep_runs_the_head_for_the_last_positions(name, export_dir, ids):
+    """The optional input ``logits_to_keep``: a client that leaves it out (plain onnxruntime, genai) gets every
+    position's logits; 1 gives the last position's, equal to the full run's; a prefill through the engine
+    (``last_only``) uses it and the decode that follows is unchanged."""
+    import onnxruntime as ort
+
+    folder = export_dir(name)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert "logits_to_keep" in {i.name for i in session.get_overridable_initializers()}
+    assert "logits_to_keep" not in {i.name for i in session.get_inputs()}  # optional: nobody must feed it
+    t = ids.shape[1]
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(t)[None]}
+    for i in session.get_inputs():
+        if i.name.startswith("past_key_values"):
+            shape = [1, i.shape[1] if isinstance(i.shape[1], int) else 2, 0, i.shape[3] if isinstance(i.shape[3], int) else 16]
+            feed[i.name] = np.zeros(shape, np.float16 if "16" in i.type else np.float32)
+    full = session.run(["logits"], feed)[0]
+    last = session.run(["logits"], {**feed, "logits_to_keep": np.array(1, np.int64)})[0]
+    two = session.run(["logits"], {**feed, "logits_to_keep": np.array(2, np.int64)})[0]
+    assert full.shape[1] == t and last.shape[1] == 1 and two.shape[1] == 2
+    assert rel(last[:, 0], full[:, -1]) < SAME_KERNELS and rel(two, full[:, -2:]) < SAME_KERNELS
+
+    engine = load_ort(folder)
+    engine.reset()
+    everything = engine.forward(ids)
+    step_full = engine.forward(everything[:, -1:].argmax(-1))
+    engine.reset()
+    only_last = engine.forward(ids, last_only=True)
+    step_kept = engine.forward(only_last.argmax(-1))
+    assert only_last.shape[1] == 1 and rel(only_last[:, 0], everything[:, -1]) < SAME_KERNELS
+    assert rel(step_kept, step_full) < SAME_KERNELS
