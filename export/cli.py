@@ -70,7 +70,7 @@ def export_onnx(checkpoint, out_dir, target, packing, embedding, lm_head, block_
 
     if out_dir is None:
         source = Path(checkpoint)
-        run = (source.name if source.is_dir() or not source.suffix else source.resolve().parent.name) or "model"
+        run = (source.resolve().parent.name if source.is_file() else source.name) or "model"
         out_dir = f"exports/{run}-{target}"
     baseline_dir = f"{out_dir}-fp32"
     if with_baseline and Path(baseline_dir).exists() and not force:

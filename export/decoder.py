@@ -125,16 +125,18 @@ class DecoderEmitter:
             self.weight_map[name]["weight_bits"] = weight_bits
         return self.g.op("MatMul", [x, weight], f"{path}/MatMul")
 
-    def rms_norm(self, x: str, name: str, path: str, weight: np.ndarray) -> str:
-        gamma = self.norm_weight(name, weight)
+    def rms_norm(self, x: str, name: str, path: str, weight: np.ndarray, np_dtype=None) -> str:
+        """Standard-op RMSNorm in the graph's float type, or ``np_dtype`` (float32 inside an fp16 graph)."""
+        np_dtype = np_dtype or self.np_dt
+        gamma = self.norm_weight(name, weight, np_dtype)
         sq = self.g.op("Mul", [x, x], f"{path}/Pow")
         mean = self.g.op("ReduceMean", [sq, self.g.const([-1])], f"{path}/ReduceMean", keepdims=1)
-        eps = self.g.const(self.a["rms_norm_eps"], self.np_dt)
+        eps = self.g.const(self.a["rms_norm_eps"], np_dtype)
         rms = self.g.op("Sqrt", [self.g.op("Add", [mean, eps], f"{path}/AddEps")], f"{path}/Sqrt")
         return self.g.op("Mul", [self.g.op("Div", [x, rms], f"{path}/Div"), gamma], f"{path}/MulGamma")
 
-    def norm_weight(self, name: str, weight: np.ndarray) -> str:
-        init = self.g.initializer(f"{name}.weight", weight.astype(self.np_dt))
+    def norm_weight(self, name: str, weight: np.ndarray, np_dtype=None) -> str:
+        init = self.g.initializer(f"{name}.weight", weight.astype(np_dtype or self.np_dt))
         self.weight_map[name] = dict(kind=NORM, weight=init)
         return init
 
@@ -277,6 +279,11 @@ class DecoderEmitter:
         p, path = f"model.layers.{i}.mlp", f"/model/layers.{i}/mlp"
         gu = self.linear(h, f"{p}.gate_up_proj", f"{path}/gate_up_proj")
         gate, up = g.op("Split", [gu, g.const([inter, inter])], f"{path}/Split", n_out=2, axis=-1)
+        # In an fp16 graph relu(gate)^2 * up and the sub-norm's x*x overflow easily: they run in float32.
+        wide = self.dt == FLOAT16 and (self.a.get("hidden_act", "silu") == "relu2" or self.a.get("sub_norms"))
+        if wide:
+            gate = g.op("Cast", [gate], f"{path}/CastGate", to=FLOAT)
+            up = g.op("Cast", [up], f"{path}/CastUp", to=FLOAT)
         if self.a.get("hidden_act", "silu") == "relu2":  # BitNet b1.58: relu(gate)^2
             relu = g.op("Relu", [gate], f"{path}/act_fn/Relu")
             act = g.op("Mul", [relu, relu], f"{path}/act_fn/Square")
@@ -284,14 +291,22 @@ class DecoderEmitter:
             act = g.op("QuickGelu", [gate], f"{path}/act_fn/QuickGelu", domain=MS_DOMAIN, alpha=1.0)
         else:
             act = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{path}/act_fn/Sigmoid")], f"{path}/act_fn/Mul")
-        h = self.sub_norm(g.op("Mul", [act, up], f"{path}/Mul"), f"{p}.ffn_sub_norm", f"{path}/ffn_sub_norm")
+        h = self.sub_norm(g.op("Mul", [act, up], f"{path}/Mul"), f"{p}.ffn_sub_norm", f"{path}/ffn_sub_norm",
+                          is_float32=wide)
+        if wide:
+            h = g.op("Cast", [h], f"{path}/CastBack", to=self.dt)
         return self.linear(h, f"{p}.down_proj", f"{path}/down_proj")
 
-    def sub_norm(self, x: str, name: str, path: str) -> str:
-        """BitNet's RMSNorm before o_proj / down_proj where the architecture has them (``sub_norms``)."""
+    def sub_norm(self, x: str, name: str, path: str, is_float32: bool = False) -> str:
+        """BitNet's RMSNorm before o_proj / down_proj where the architecture has them (``sub_norms``); in an
+        fp16 graph it runs in float32 (as transformers' BitNetRMSNorm does). ``is_float32``: ``x`` already is."""
         if not self.a.get("sub_norms"):
             return x
-        return self.rms_norm(x, name, path, self.w.norms[name])
+        if self.dt == FLOAT or is_float32:
+            return self.rms_norm(x, name, path, self.w.norms[name], np.float32 if is_float32 else None)
+        x32 = self.g.op("Cast", [x], f"{path}/CastIn", to=FLOAT)
+        y = self.rms_norm(x32, name, path, self.w.norms[name], np.float32)
+        return self.g.op("Cast", [y], f"{path}/CastOut", to=self.dt)
 
     # ---- onnxruntime fused decoder ---------------------------------------------------------
     def build_fused_layers(self, x: str) -> str:

@@ -86,7 +86,7 @@ def export_gguf(ckpt_path, out_path, qtype: str = "tq2_0", lm_head: str = "q8_0"
         raise FileExistsError(f"{out_path} already exists; pass --force to replace it or choose another --out")
     ckpt = load_source(ckpt_path)
     kv, tensors, rounding = build_gguf(ckpt, qtype, lm_head, embedding,
-                                       name=name or Path(ckpt_path).resolve().parent.name or "ternarylm",
+                                       name=name or _source_name(ckpt_path),
                                        source=_source_fields(ckpt_path, ckpt))
     _write_atomic(out_path, kv, tensors)
     types: dict[str, int] = {}
@@ -119,9 +119,8 @@ def build_gguf(ckpt: dict, qtype: str, lm_head: str = "q8_0", embedding: str = "
                          f"{qtype.upper()}'s 256-wide blocks with one scale; use --type q4_0 (exact, 4.5 bits/weight) "
                          "or train with --granularity channel")
     if config.sub_norms or config.hidden_act != "silu":
-        raise ValueError("the checkpoint has BitNet b1.58's architecture (sub-layer norms, squared-ReLU MLP), which "
-                         "llama.cpp's llama architecture cannot compute (its bitnet one gates with SiLU, not relu2); "
-                         "export it with ternary-export onnx")
+        raise ValueError("the checkpoint has BitNet b1.58's architecture (sub-layer norms and/or squared-ReLU MLP), "
+                         "which this GGUF writer's llama architecture cannot hold; export it with ternary-export onnx")
     d = config.hidden_size
     for what, value in (("--embedding", embedding), ("--lm-head", lm_head)):
         if value == "q8_0" and d % Q_BLOCK:
@@ -259,6 +258,12 @@ def _byte_level(pre) -> bool:
 def _check_choice(option: str, value, choices):
     if value not in choices:
         raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _source_name(path) -> str:
+    """The model's name: a run folder's (``runs/x/ckpt.pt`` -> x), or a Hugging Face folder's / hub name's own."""
+    source = Path(path)
+    return (source.resolve().parent.name if source.is_file() else source.name) or "ternarylm"
 
 
 def _source_fields(ckpt_path, ckpt) -> dict:

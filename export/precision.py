@@ -51,8 +51,10 @@ def choose(ckpt: dict, target, pairs: list[tuple], export_folder) -> tuple:
             if references is None:  # the precision plan is the candidates' common one
                 import json
 
-                kept = json.loads((folder / "config.json").read_text())["export"].get("keep_precision")
-                references = language_model_references(ckpt, kept, DEFAULT_PROMPTS, DEFAULT_NEW_TOKENS)
+                export = json.loads((folder / "config.json").read_text())["export"]
+                references = language_model_references(ckpt, export.get("keep_precision"), DEFAULT_PROMPTS,
+                                                       DEFAULT_NEW_TOKENS,
+                                                       override=export.get("keep_precision_override"))
             result = compare_language_model(folder, references, [engine], target.relative_tolerance, 0.9)[engine]
             tried.append({"embedding": embedding, "lm_head": lm_head, "engine": engine,
                           "max_logit_diff": result["max_logit_diff"], "greedy_agreement": result["greedy_agreement"],

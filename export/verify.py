@@ -95,12 +95,12 @@ def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=N
     of ``reference_model`` (``override``: the export-time keep_precision patterns)."""
     from tokenizers import Tokenizer
 
-    import torch
+    from ternarylm.hf.ternary_in import eager_kernels
 
     model = reference_model(ckpt, keep_precision, override)
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
     references = []
-    with torch.compiler.set_stance("force_eager"):  # transformers' BitNet layers compile their kernels
+    with eager_kernels():  # transformers' BitNet layers compile their kernels
         for prompt in prompts or DEFAULT_PROMPTS:
             ids = tokenizer.encode(prompt).ids
             if not ids:

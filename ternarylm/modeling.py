@@ -42,6 +42,8 @@ def ternarize_decoder_layers(model: LlamaModel, config: TernaryLMConfig) -> None
     if config.sub_norms:
         model.layers = nn.ModuleList(BitNetDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         model.init_weights()  # initialises the new layers (the Llama ones they replace had been)
+        # Known limit: transformers registers output_hidden_states / output_attentions recording per model
+        # class (Llama's layers), so a sub_norms model returns none; nothing in ternarylm asks for them.
     if config.precision == "ternary":
         quantize_(model.layers, config.ternary_config(), prefix="model.layers")
 
@@ -49,6 +51,7 @@ def ternarize_decoder_layers(model: LlamaModel, config: TernaryLMConfig) -> None
 class TernaryLMPreTrainedModel(LlamaPreTrainedModel):
     config_class = TernaryLMConfig
     config: TernaryLMConfig
+    _no_split_modules = ["LlamaDecoderLayer", "BitNetDecoderLayer"]  # device_map never splits a layer
 
 
 class TernaryLMModel(TernaryLMPreTrainedModel, LlamaModel):

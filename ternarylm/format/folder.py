@@ -233,8 +233,12 @@ def check_format(doc: dict, path: Path) -> None:
 
 
 def architecture_mismatch(a: dict, b: dict) -> list[str]:
-    """Fields where two architectures differ (``name: a != b``); empty when they agree."""
-    return [f"{k}: {a.get(k)} != {b.get(k)}" for k in ARCH_KEYS
+    """Fields where two architectures differ (``name: a != b``); empty when they agree. BitNet's fields
+    (``hidden_act``, ``sub_norms``) count too, absent meaning their defaults (older folders)."""
+    from ternarylm.format.architecture import VARIANT_DEFAULTS
+
+    a, b = {**VARIANT_DEFAULTS, **a}, {**VARIANT_DEFAULTS, **b}
+    return [f"{k}: {a.get(k)} != {b.get(k)}" for k in (*ARCH_KEYS, *VARIANT_DEFAULTS)
             if k in a and k in b and a[k] != b[k]] + [
         f"{k}: missing in one of them" for k in ARCH_KEYS if (k in a) != (k in b)]
 

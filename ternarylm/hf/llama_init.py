@@ -30,6 +30,7 @@ class InitSource:
     tokenizer: object
     notes: list = field(default_factory=list)
     source: str = ""
+    keep_precision: dict = field(default_factory=dict)  # a ternary folder's own full-precision linears
 
 
 def load_llama_init(path_or_name: str) -> InitSource:
@@ -70,7 +71,7 @@ def llama_architecture(cfg: dict, where="config.json") -> tuple[dict, list[str]]
     if cfg.get("quantization_config"):
         method = (cfg["quantization_config"] or {}).get("quant_method", "?")
         raise HFError(f"{where} is quantised (quant_method {method}); --init-from needs full-precision weights "
-                      "(a ternary folder goes straight to ternary-export onnx)")
+                      "or a ternary (BitNet) folder")
     arch = decoder_architecture(cfg, where, hidden_acts=("silu",))
     notes = []
     if cfg.get("tie_word_embeddings"):
@@ -101,5 +102,9 @@ def _ternary_init(folder: Path, cfg: dict) -> InitSource:
 
         raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
                       "training separates documents with; add one of them to its tokenizer.json")
+    keep = dict(config["quant"].get("keep_precision") or {})
+    if keep:
+        notes.append(f"{len(keep)} linear(s) the folder keeps in full precision stay so (--keep-precision can "
+                     "override them)")
     return InitSource(architecture={k: config[k] for k in keys}, state_dict=ckpt["model"], tokenizer=tokenizer,
-                      notes=notes, source=str(folder))
+                      notes=notes, source=str(folder), keep_precision=keep)

@@ -129,17 +129,18 @@ def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict]
     state = with_model_prefix(read_weights(folder))
     if layout.stores_trits:
         for name in names:
-            if name not in keep:
+            if name not in keep and f"{name}.weight" in state:  # a missing one: match_weights names it
                 state[f"{name}.weight"] = _latent_from_trits(state, name, layout, config, folder)
     return config.to_dict(), match_weights(state, {**arch}, arch["tie_word_embeddings"], folder)
 
 
 def _float_linears(quant: dict, names: list[str]) -> list[str]:
-    """Decoder linears transformers leaves as ``nn.Linear`` (``modules_to_not_convert``, matched at a module
-    boundary as transformers does)."""
+    """Decoder linears transformers leaves as ``nn.Linear``: ``modules_to_not_convert`` matched by transformers'
+    own rule (its ``should_convert_module``)."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
     skip = [s for s in (quant.get("modules_to_not_convert") or []) if isinstance(s, str)]
-    return [n for n in names if any(n == s or n.startswith(f"{s}.") or n.endswith(f".{s}") or f".{s}." in f".{n}."
-                                    for s in skip)]
+    return [n for n in names if skip and not should_convert_module(n, skip)]
 
 
 def _first_id(value):
@@ -154,9 +155,7 @@ def _latent_from_trits(state: dict, name: str, layout: Layout, config, folder: P
     import torch
 
     n, k = _linear_shape(config, name)
-    weight, scale = state.get(f"{name}.weight"), state.pop(f"{name}.weight_scale", None)
-    if weight is None:
-        return None  # match_weights names the missing tensor
+    weight, scale = state[f"{name}.weight"], state.pop(f"{name}.weight_scale", None)
     if scale is None:
         raise HFError(f"{folder}: {name}.weight_scale is missing; a quantised BitNet checkpoint stores one scale per "
                       "ternary linear - re-save the folder with its weight_scale tensors")
@@ -191,7 +190,8 @@ def _trits(weight, n: int, k: int, name: str, folder: Path):
     if not ((w == 0) | (w == 1) | (w == -1)).all():
         bad = w[(w != 0) & (w != 1) & (w != -1)][0].item()
         raise HFError(f"{folder}: {name}.weight holds {bad:g}, not a trit (-1, 0, +1), though its quantization_config "
-                      "says offline ternary weights - use quantization_mode online for latent weights")
+                      "says offline ternary weights - for latent weights set linear_class autobitlinear and "
+                      "quantization_mode online")
     return w.to(torch.int8)
 
 
@@ -222,6 +222,17 @@ def _ternarylm_folder(cfg: dict, folder: Path) -> tuple[dict, dict]:
 
 
 # ---- transformers' own model of the folder (verify's reference) -------------------------------------------
+def eager_kernels():
+    """A context in which transformers' ``torch.compile``d BitNet kernels run eagerly (no C compiler, no
+    compile time): ``torch.compiler.set_stance("force_eager")`` where torch has it (2.6+)."""
+    import contextlib
+
+    import torch
+
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance else contextlib.nullcontext()
+
+
 def transformers_model(ckpt: dict):
     """transformers' ``AutoModelForCausalLM`` of the folder ``ckpt`` was read from, in float32 eval mode: its
     BitNet layers where config.json has a quantization_config (needs ``accelerate``), and for BitNet's master
@@ -239,7 +250,7 @@ def transformers_model(ckpt: dict):
                                           "quantization_mode": "online"}
             options["config"] = config
     try:
-        with torch.compiler.set_stance("force_eager"):
+        with eager_kernels():
             model = AutoModelForCausalLM.from_pretrained(source["folder"], dtype=torch.float32, **options)
     except ImportError as e:
         raise HFError(f"transformers cannot load {source['folder']} ({_quote(e)}); pip install accelerate, which "

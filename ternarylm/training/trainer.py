@@ -129,7 +129,7 @@ INIT_OVERRIDABLE = ("max_position_embeddings",)  # what --set may change in a mo
 
 
 def build_config(args: TrainArgs, vocab_size: int, special: dict,
-                 architecture: dict | None = None) -> TernaryLMConfig:
+                 architecture: dict | None = None, keep_precision: dict | None = None) -> TernaryLMConfig:
     """The run's config: the preset (or, with ``--init-from``, the source model's ``architecture``) plus
     --set/--config-json overrides, the quantisation options and the tokenizer's special ids."""
     overrides = dict(args.overrides)
@@ -147,7 +147,7 @@ def build_config(args: TrainArgs, vocab_size: int, special: dict,
         raise TrainError(f"--seq-len {args.seq_len} exceeds max_position_embeddings "
                          f"{overrides['max_position_embeddings']}")
     quant = dict(granularity=args.granularity, group_size=args.group_size, activation_bits=args.activation_bits,
-                 keep_precision=dict(args.keep_precision))
+                 keep_precision={**(keep_precision or {}), **args.keep_precision})  # the source's plan, then --keep-precision
     from ternarylm.quantization import TernaryConfig, check_keep_patterns
 
     TernaryConfig(**quant)  # validates
@@ -211,7 +211,8 @@ def train(args: TrainArgs) -> dict:
         config = (TernaryLMConfig(**{k: v for k, v in resume_state["config"].items()
                                      if k not in ("transformers_version", "architectures", "model_type")})
                   if resume_state else build_config(args, tokenizer.get_vocab_size(), special,
-                                                    init.architecture if init else None))
+                                                    init.architecture if init else None,
+                                                    init.keep_precision if init else None))
         torch.manual_seed(args.seed)
         model = TernaryLMForCausalLM(config)
         if init is not None:  # the source's fp weights become the latent weights (BitLinear is in place)
