@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -54,7 +55,10 @@ def run_measurement(req: MeasureRequest, python: str = sys.executable) -> dict:
     """Measure in a subprocess. Always returns a dict with ``status`` (ok / oom / error / timeout)."""
     cmd = [python, "-m", "ternarylm.devices.measure", json.dumps(req.spec())]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=req.timeout_s)
+        # PYTHONSAFEPATH (3.11+): the child imports the installed ternarylm, not a ./ternarylm source folder in
+        # the current directory (running from a checkout after `pip install .` would otherwise break it)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=req.timeout_s,
+                              env={**os.environ, "PYTHONSAFEPATH": "1"})
     except subprocess.TimeoutExpired:
         return {**req.extra, "status": "timeout", "message": f"no result within {req.timeout_s:.0f} s"}
     result = None
