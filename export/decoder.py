@@ -118,7 +118,7 @@ class DecoderEmitter:
         return self.g.op("Concat", outs, f"{path}/Concat", axis=-1)
 
     def dense(self, x: str, name: str, w_nk: np.ndarray, path: str, weight_bits: int | None = None) -> str:
-        weight = self.g.initializer(f"{name}.weight", np.ascontiguousarray(w_nk.T).astype(self.np_dt))
+        weight = self.g.initializer(f"{name}.weight", np.ascontiguousarray(w_nk.T, dtype=self.np_dt))
         self.weight_map[name] = dict(kind=DENSE, weight=weight, layout="KN", dtype=np.dtype(self.np_dt).name,
                                      K=w_nk.shape[1], N=w_nk.shape[0])
         if weight_bits is not None:
@@ -155,7 +155,7 @@ class DecoderEmitter:
             for kv in ("key", "value"):
                 g.output(f"present.{i}.{kv}", self.dt, ["batch_size", hkv, "total_sequence_length", hd])
 
-        table = g.initializer("model.embed_tokens.weight", self.w.embed.astype(self.np_dt))
+        table = g.initializer("model.embed_tokens.weight", self.w.embed.astype(self.np_dt, copy=False))
         self.weight_map["model.embed_tokens"] = dict(kind=EMBEDDING, weight=table, dtype=np.dtype(self.np_dt).name)
         x = g.op("Gather", [table, "input_ids"], "/model/embed_tokens/Gather")
         if self.attention == "fused":

@@ -27,9 +27,11 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     ``[..., L * bits / 8]``, LSB first."""
     per = 8 // bits
     codes = np.asarray(codes)
-    grouped = codes.reshape(*codes.shape[:-1], -1, per).astype(np.uint16)
-    shifts = np.array([bits * i for i in range(per)], np.uint16)
-    return (grouped << shifts).sum(axis=-1).astype(np.uint8)
+    grouped = codes.reshape(*codes.shape[:-1], -1, per).astype(np.uint8, copy=False)
+    packed = grouped[..., 0].copy()  # uint8 throughout: no wider temporaries for a large table
+    for i in range(1, per):
+        packed |= grouped[..., i] << (bits * i)
+    return packed
 
 
 def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
@@ -101,11 +103,21 @@ def from_matmul_nbits(B: np.ndarray, scales: np.ndarray, N: int, K: int, bits: i
     return nbits_codes(B, zero_points, N, K, bits, block_size), np.asarray(scales).reshape(N, -1)
 
 
+QUANTIZE_ROWS = 4096  # rows quantised at a time: a 128k x 2560 table needs its temporaries only per chunk
+
+
 def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
-    """Codes (unsigned, zero point 2**(bits-1)) and scales ``[N, K/bs]`` of row-blocked absmax."""
+    """Codes (unsigned, zero point 2**(bits-1)) and scales ``[N, K/bs]`` of row-blocked absmax. Works through
+    the rows in chunks, so its float temporaries stay small next to a large vocabulary's table."""
     n, k = w_nk.shape
     qmax = 2 ** (bits - 1) - 1
-    blocks = w_nk.reshape(n, k // block_size, block_size).astype(np.float32)
-    scales = np.maximum(np.abs(blocks).max(axis=2) / qmax, 1e-8).astype(np.float32)
-    q = np.clip(np.rint(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int16)
-    return (q + 2 ** (bits - 1)).astype(np.uint8).reshape(n, k), scales
+    codes = np.empty((n, k), np.uint8)
+    scales = np.empty((n, k // block_size), np.float32)
+    for lo in range(0, n, QUANTIZE_ROWS):
+        hi = min(lo + QUANTIZE_ROWS, n)
+        blocks = np.asarray(w_nk[lo:hi], np.float32).reshape(hi - lo, k // block_size, block_size)
+        s = np.maximum(np.abs(blocks).max(axis=2) / qmax, 1e-8).astype(np.float32)
+        q = np.clip(np.rint(blocks / s[..., None]), -qmax - 1, qmax)
+        codes[lo:hi] = (q + 2 ** (bits - 1)).astype(np.uint8).reshape(hi - lo, k)
+        scales[lo:hi] = s
+    return codes, scales

@@ -240,7 +240,7 @@ def quantize_head(model, weight_map, bits: int = 8, block_size: int = 32, accura
     g = _Graph(model)
     e = weight_map["lm_head"]
     node = next(n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] == e["weight"])
-    w_nk = g.array(e["weight"]).astype(np.float32).T
+    w_nk = g.array(e["weight"]).T  # [K, N] stored; symmetric_block_quantize reads it in row chunks
     k = w_nk.shape[1]
     if k % block_size:
         raise ValueError(f"block size {block_size} does not divide hidden size {k}")
@@ -267,13 +267,14 @@ def quantize_embedding(model, weight_map, bits: int = 8, block_size: int = 32):
     g = _Graph(model)
     e = weight_map["model.embed_tokens"]
     node = next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == e["weight"])
-    table = g.array(e["weight"]).astype(np.float32)
+    table = g.array(e["weight"])
+    out_dtype = table.dtype
     d = table.shape[1]
     if d % block_size:
         raise ValueError(f"block size {block_size} does not divide hidden size {d}")
     codes, scales = symmetric_block_quantize(table, bits, block_size)  # codes = q + zp
+    del table
     signed = (codes.astype(np.int16) - 2 ** (bits - 1)).astype(np.int8)
-    out_dtype = g.array(e["weight"]).dtype
     g.remove(e["weight"])
     p = "/model/embed_tokens"
     ids = node.input[1]

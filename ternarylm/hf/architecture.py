@@ -86,10 +86,12 @@ def match_weights(state: dict, arch: dict, tied: bool, folder: Path) -> dict:
     if unexpected:
         raise HFError(f"{folder} holds {len(unexpected)} weight(s) the model of its config.json has not, "
                       f"e.g. {unexpected[0]}")
-    out = {}
+    out, converted = {}, {}
     for name, shape in expected.items():
         tensor = state[name]
         if tuple(tensor.shape) != shape:
             raise HFError(f"{folder}: {name} has shape {list(tensor.shape)}, its config.json implies {list(shape)}")
-        out[name] = tensor.to(torch.float32)  # load_state_dict copies it into the model
+        if id(tensor) not in converted:  # a tied head and embedding share one float32 copy
+            converted[id(tensor)] = tensor.to(torch.float32)  # load_state_dict copies it into the model
+        out[name] = converted[id(tensor)]
     return out
