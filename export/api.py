@@ -46,7 +46,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     config, arch, act_bits = source_config(ckpt, target, packing,
                                            dense_targets=" or ".join(t for t in ("fp32", "fp16")
                                                                     if spec.kind in get_target(t).kinds))
-    weights = extract_weights(spec.state(ckpt), config, keep_precision)
+    weights = extract_weights(spec.state(ckpt), config, keep_precision, ckpt.get("trit_scales"))
     model, weight_map = spec.emit(ckpt, arch, weights, target, packing, act_bits, head)
     lowering_info = lower_linears(model, weight_map, target, config, block_size)
     spec.after_lowering(model, weight_map, target, arch, head)

@@ -127,7 +127,7 @@ def build_gguf(ckpt: dict, qtype: str, lm_head: str = "q8_0", embedding: str = "
             raise ValueError(f"hidden_size {d} is not a multiple of {Q_BLOCK}, which Q8_0 blocks need for {what}; "
                              f"pass {what} f16")
     tok = tokenizer_metadata(ckpt["tokenizer_json"], config.vocab_size)
-    weights = extract_weights(ckpt["model"], config)
+    weights = extract_weights(ckpt["model"], config, trit_scales=ckpt.get("trit_scales"))
     enc = _Encoder(gguf, qtype, config)
 
     tensors = [enc.float_tensor("token_embd.weight", weights.embed, embedding)]

@@ -160,9 +160,12 @@ def _check_override(config, override: dict | None):
     check_keep_patterns(override, config.linear_names())
 
 
-def extract_weights(state: dict, config, keep_precision: dict | None = None) -> ExportWeights:
+def extract_weights(state: dict, config, keep_precision: dict | None = None,
+                    trit_scales: dict | None = None) -> ExportWeights:
     """``state``: the checkpoint's model state dict (torch tensors); ``config``: TernaryLMConfig;
-    ``keep_precision``: export-time ``{pattern: bits}`` applied on top of the checkpoint's plan."""
+    ``keep_precision``: export-time ``{pattern: bits}`` applied on top of the checkpoint's plan;
+    ``trit_scales``: ``{module: gamma}`` of linears whose weight is stored as int8 trits (a Hugging Face
+    ternary folder, ``ternarylm.checkpoint.latent_weights``): taken as they are when they stay ternary."""
     import torch
 
     from ternarylm.quantization import KEPT_BLOCK, int_weight, ternary_weight
@@ -176,8 +179,17 @@ def extract_weights(state: dict, config, keep_precision: dict | None = None) -> 
         return state[name].detach().to(torch.float32).cpu().numpy()
 
     def linear(module):
-        w = state[f"{module}.weight"].detach().to(torch.float32).cpu()
         bits = out.bits[module] = bits_of(module)
+        if module in (trit_scales or {}):
+            trits = state[f"{module}.weight"].detach().cpu().numpy().astype(np.int8, copy=False)
+            if bits == TERNARY_BITS:
+                return TernaryWeight(trits, np.full((trits.shape[0], 1), trit_scales[module], np.float32))
+            from ternarylm.checkpoint import latent_weights  # an export-time override: from the latent weight
+
+            w = latent_weights({"model": {f"{module}.weight": state[f"{module}.weight"]},
+                                "trit_scales": {module: trit_scales[module]}})[f"{module}.weight"]
+        else:
+            w = state[f"{module}.weight"].detach().to(torch.float32).cpu()
         if bits == FULL_BITS:
             return w.numpy()
         if bits == TERNARY_BITS:

@@ -30,8 +30,28 @@ class CheckpointError(ValueError):
     """A file that is not a usable TernaryLM checkpoint (one line: what is wrong and what to do)."""
 
 
+def latent_weights(ckpt: dict) -> dict:
+    """The model state dict with latent float weights everywhere. A checkpoint dict read from a ternary Hugging
+    Face folder holds its stored trits as int8 tensors plus ``trit_scales`` ``{module: gamma}`` (4x less memory
+    than latent float32); each becomes ``trits * gamma / p`` (``p``: the share of non-zero trits), whose absmean
+    ternarisation gives back exactly those trits and gamma."""
+    scales = ckpt.get("trit_scales") or {}
+    if not scales:
+        return ckpt["model"]
+    state = dict(ckpt["model"])
+    for module, gamma in scales.items():
+        trits = state[f"{module}.weight"]
+        share = trits.abs().double().mean().item()
+        state[f"{module}.weight"] = (trits.to(torch.float32) * float(gamma / share) if share
+                                     else torch.zeros(trits.shape))
+    return state
+
+
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` via a temp file + rename, so a crash never leaves half a file."""
+    """Write ``state`` to ``path`` via a temp file + rename, so a crash never leaves half a file. In-memory
+    trits (``trit_scales``, see ``latent_weights``) are written as latent weights: the file format has none."""
+    if state.get("trit_scales"):
+        state = {**{k: v for k, v in state.items() if k != "trit_scales"}, "model": latent_weights(state)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -116,7 +136,7 @@ def model_from_checkpoint(ckpt: dict, expect_kind: str = CAUSAL_LM):
     else:
         from ternarylm.classification import TernaryLMForSequenceClassification as cls
     model = cls(config)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    missing, unexpected = model.load_state_dict(latent_weights(ckpt), strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint weights do not match its config (missing {list(missing)[:3]}, unexpected "

@@ -91,7 +91,7 @@ def match_weights(state: dict, arch: dict, tied: bool, folder: Path) -> dict:
         tensor = state[name]
         if tuple(tensor.shape) != shape:
             raise HFError(f"{folder}: {name} has shape {list(tensor.shape)}, its config.json implies {list(shape)}")
-        if id(tensor) not in converted:  # a tied head and embedding share one float32 copy
-            converted[id(tensor)] = tensor.to(torch.float32)  # load_state_dict copies it into the model
+        if id(tensor) not in converted:  # a tied head and embedding share one float32 copy; int8 trits stay
+            converted[id(tensor)] = tensor if tensor.dtype == torch.int8 else tensor.to(torch.float32)
         out[name] = converted[id(tensor)]
     return out

@@ -106,5 +106,7 @@ def _ternary_init(folder: Path, cfg: dict) -> InitSource:
     if keep:
         notes.append(f"{len(keep)} linear(s) the folder keeps in full precision stay so (--keep-precision can "
                      "override them)")
-    return InitSource(architecture={k: config[k] for k in keys}, state_dict=ckpt["model"], tokenizer=tokenizer,
+    from ternarylm.checkpoint import latent_weights
+
+    return InitSource(architecture={k: config[k] for k in keys}, state_dict=latent_weights(ckpt), tokenizer=tokenizer,
                       notes=notes, source=str(folder), keep_precision=keep)

@@ -17,7 +17,8 @@ How the decoder linears are read, by ``quantization_config`` (transformers' ``in
 | ``autobitlinear`` / online, or none (bf16 master weights) | float ``weight`` ``[N, K]`` | ternarised at each forward (absmean per tensor) | the latent weight as is |
 
 Both forwards are ours exactly (absmean per tensor, per-token absmax int8 activations, eps 1e-5), so the
-checkpoint is ``granularity: tensor``, ``activation_bits: 8``. Stored trits become the latent weight
+checkpoint is ``granularity: tensor``, ``activation_bits: 8``. Stored trits stay int8 in memory (the
+exporter packs them as they are); where a PyTorch model is built they become the latent weight
 ``trits * gamma / p`` (``p``: the share of non-zero trits), whose absmean ternarisation gives back exactly
 those trits and gamma. Linears in ``modules_to_not_convert`` stay full precision (``keep_precision`` 16).
 """
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ternarylm.format.entries import CAUSAL_LM
 from ternarylm.hf.architecture import decoder_architecture, match_weights, with_model_prefix
@@ -54,7 +57,9 @@ class Layout:
 def checkpoint_from_hf(path_or_name: str) -> dict:
     """Read the Hugging Face folder ``path_or_name`` (or a hub name, online) as a checkpoint dict with the
     keys ``load_checkpoint`` returns (``config``, ``model``, ``tokenizer_json``, ``kind``) plus ``hf_source``
-    (folder, model_type, layout). ``HFError`` (one line) for a folder it cannot take."""
+    (folder, model_type, layout) and ``trit_scales``: stored trits stay int8 tensors in ``model`` with their
+    gamma here (``ternarylm.checkpoint.latent_weights`` gives the latent weights where a model is built).
+    ``HFError`` (one line) for a folder it cannot take."""
     from ternarylm.checkpoint import FORMAT, format_version_for
 
     folder = resolve_model_folder(str(path_or_name), "ternary-export")
@@ -65,17 +70,18 @@ def checkpoint_from_hf(path_or_name: str) -> dict:
                       + "; ".join(f"{k} ({v})" for k, v in SUPPORTED.items())
                       + " - for a full-precision Llama, start ternary QAT with ternary-train --init-from")
     tokenizer = read_tokenizer(folder, "the export ships the model's own tokenizer")
+    trit_scales = {}
     if model_type == "ternarylm":
         config, state = _ternarylm_folder(cfg, folder)
         layout = Layout("latent")
     else:
         layout = _layout(cfg, folder)
-        config, state = _bitnet_folder(cfg, folder, layout)
+        config, state, trit_scales = _bitnet_folder(cfg, folder, layout)
     n_tok = tokenizer.get_vocab_size()
     if n_tok > config["vocab_size"]:
         raise HFError(f"the tokenizer of {folder} has {n_tok} tokens but the embedding has {config['vocab_size']} "
                       "rows; the vocabulary does not match the embedding - pass the tokenizer saved with these weights")
-    ckpt = {"format": FORMAT, "kind": CAUSAL_LM, "config": config, "model": state,
+    ckpt = {"format": FORMAT, "kind": CAUSAL_LM, "config": config, "model": state, "trit_scales": trit_scales,
             "tokenizer_json": tokenizer.to_str(), "step": None,
             "hf_source": {"folder": str(folder), "model_type": model_type, "layout": layout.name}}
     ckpt["format_version"] = format_version_for(config)
@@ -127,11 +133,12 @@ def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict]
     config = TernaryLMConfig(**arch, precision="ternary", quant=quant.to_dict(), **special,
                              initializer_range=float(cfg.get("initializer_range", 0.02)))
     state = with_model_prefix(read_weights(folder))
+    trit_scales = {}
     if layout.stores_trits:
         for name in names:
             if name not in keep and f"{name}.weight" in state:  # a missing one: match_weights names it
-                state[f"{name}.weight"] = _latent_from_trits(state, name, layout, config, folder)
-    return config.to_dict(), match_weights(state, {**arch}, arch["tie_word_embeddings"], folder)
+                state[f"{name}.weight"], trit_scales[name] = _trits_and_gamma(state, name, layout, config, folder)
+    return config.to_dict(), match_weights(state, {**arch}, arch["tie_word_embeddings"], folder), trit_scales
 
 
 def _float_linears(quant: dict, names: list[str]) -> list[str]:
@@ -150,8 +157,8 @@ def _first_id(value):
     return value
 
 
-def _latent_from_trits(state: dict, name: str, layout: Layout, config, folder: Path):
-    """The stored trits and scale of one linear as the latent weight ``trits * gamma / p`` (module docstring)."""
+def _trits_and_gamma(state: dict, name: str, layout: Layout, config, folder: Path):
+    """One linear's stored trits (int8 ``[N, K]``) and gamma, checked."""
     import torch
 
     n, k = _linear_shape(config, name)
@@ -165,10 +172,7 @@ def _latent_from_trits(state: dict, name: str, layout: Layout, config, folder: P
         raise HFError(f"{folder}: {name}.weight_scale must be one positive number (got shape {list(scale.shape)}, "
                       f"value {scale[:1].tolist()}); the checkpoint is damaged")
     gamma = 1.0 / scale.item() if layout.scale_divides else scale.item()
-    share = trits.abs().double().mean().item()
-    if share == 0:
-        return torch.zeros(n, k)
-    return trits.to(torch.float32) * float(gamma / share)
+    return trits, float(np.float32(gamma))
 
 
 def _trits(weight, n: int, k: int, name: str, folder: Path):

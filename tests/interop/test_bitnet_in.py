@@ -138,7 +138,7 @@ def test_imported_checkpoint_is_transformers_model(bitnet_folders):
     from safetensors.torch import load_file
     from transformers.integrations.bitnet import unpack_weights
 
-    from ternarylm.checkpoint import model_from_checkpoint
+    from ternarylm.checkpoint import latent_weights, model_from_checkpoint
     from ternarylm.format.compare import relative_max_diff
     from ternarylm.hf.ternary_in import checkpoint_from_hf, transformers_model
     from ternarylm.quantization import ternary_weight
@@ -148,10 +148,12 @@ def test_imported_checkpoint_is_transformers_model(bitnet_folders):
     assert ckpt["config"]["quant"]["granularity"] == "tensor" and ckpt["config"]["tie_word_embeddings"] is True
     stored = load_file(str(folder / "model.safetensors"))
     name = "model.layers.1.mlp.down_proj"
-    trits, scales = ternary_weight(ckpt["model"][f"{name}.weight"], "tensor")
-    assert torch.equal(trits.float(), unpack_weights(stored[f"{name}.weight"], torch.float32))
     gamma = 1.0 / stored[f"{name}.weight_scale"].float().item()
-    assert abs(scales[0, 0].item() - gamma) <= 1e-6 * gamma
+    kept = ckpt["model"][f"{name}.weight"]  # in memory: the stored trits themselves, and gamma beside them
+    assert kept.dtype == torch.int8 and torch.equal(kept.float(), unpack_weights(stored[f"{name}.weight"], torch.float32))
+    assert abs(ckpt["trit_scales"][name] - gamma) <= 1e-6 * gamma
+    trits, scales = ternary_weight(latent_weights(ckpt)[f"{name}.weight"], "tensor")  # where a model is built
+    assert torch.equal(trits, kept) and abs(scales[0, 0].item() - gamma) <= 1e-6 * gamma
     ours, theirs = model_from_checkpoint(ckpt), transformers_model(ckpt)
     ids = torch.randint(0, ckpt["config"]["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
@@ -200,7 +202,7 @@ def test_bitnet_checkpoint_goes_back_out_as_bitnet(bitnet_folders, tmp_path):
     source = bitnet_folders["packed"]
     ckpt = checkpoint_from_hf(str(source))
     path = save_checkpoint({k: v for k, v in ckpt.items() if k not in ("format", "format_version", "hf_source")},
-                           tmp_path / "ckpt.pt")
+                           tmp_path / "ckpt.pt")  # the in-memory trits are written as latent weights
     import torch as _torch
 
     assert _torch.load(path, weights_only=True)["format_version"] == 2  # BitNet's fields: version 2
@@ -296,9 +298,9 @@ def test_init_from_a_bitnet_folder_continues_qat(bitnet_folders, tmp_path):
     cfg = ckpt["config"]
     assert (cfg["hidden_act"], cfg["sub_norms"], cfg["tie_word_embeddings"]) == ("relu2", True, True)
     assert ckpt["format_version"] == 2
-    source = checkpoint_from_hf(str(folder))["model"]
+    source = checkpoint_from_hf(str(folder))["model"]  # int8 trits in memory
     name = "model.layers.0.mlp.gate_proj.weight"
-    same = (ternary_weight(ckpt["model"][name])[0] == ternary_weight(source[name])[0]).float().mean().item()
+    same = (ternary_weight(ckpt["model"][name])[0] == source[name]).float().mean().item()
     assert same > 0.99, same  # two steps at lr 1e-6 keep the trits
     export = tmp_path / "export"
     cli("ternarylm.export.cli", "onnx", run / "ckpt.pt", "--out", export, *FLOAT_ENDS, env=ONE_THREAD)
