@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 from ternarylm.export.common import lower_linears, source_config, source_manifest
 from ternarylm.export.kinds import export_kind, head_block
 from ternarylm.format.targets import PRECISIONS, get_target
@@ -16,7 +15,7 @@ from ternarylm.export.weights import extract_weights
 
 from ternarylm.format import lowering
 from ternarylm.format.architecture import format_version_for
-from ternarylm.format.folder import EXPORT_FORMAT, json_bytes, model_files, write_export_folder
+from ternarylm.format.folder import EXPORT_FORMAT, check_onnx, json_bytes, model_files, write_export_folder
 from ternarylm.format.onnx_names import MS_DOMAIN
 from ternarylm.format.tokens import special_token_ids, tokenizer_config
 
@@ -53,7 +52,7 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     if embedding in ("int8", "int4"):
         lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4,
                                     block_size=head_block(arch))
-    onnx.checker.check_model(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
+    check_onnx(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
     export_fields, top_fields = spec.fields(ckpt, config, head)
     keeps_ternary_op = weights.ternary and target.ternary is None and not target.dense
     config_json = {

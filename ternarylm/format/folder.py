@@ -60,15 +60,44 @@ def model_files(model) -> dict[str, bytes]:
 
     import onnx
 
+    too_big_to_check_in_memory = not fits_one_message(model)
     saved = onnx.ModelProto()
     saved.CopyFrom(model)  # saving as external data empties the initializers it moves: keep the caller's intact
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         save_with_external_data(saved, path)
+        if too_big_to_check_in_memory:  # the checker reads a model over 2 GB from its file (check_onnx skipped it)
+            onnx.checker.check_model(str(path))
         files = {"model.onnx": path.read_bytes()}
         if (Path(tmp) / MODEL_DATA).exists():
             files[MODEL_DATA] = (Path(tmp) / MODEL_DATA).read_bytes()
     return files
+
+
+PROTOBUF_LIMIT = 2**31 - 1  # bytes: a ModelProto this large cannot be serialised in one piece
+
+
+def fits_one_message(model, margin: int = 64 << 20) -> bool:
+    """Whether ``model`` serialises as one protobuf message (under 2 GB). Estimated from the initializers'
+    shapes: ``ByteSize()`` itself fails beyond the limit."""
+    import numpy as np
+    from onnx import helper
+
+    def nbytes(t) -> int:
+        if t.data_location == t.EXTERNAL:
+            return 0
+        return int(np.prod(t.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+    return sum(nbytes(t) for t in model.graph.initializer) + margin < PROTOBUF_LIMIT
+
+
+def check_onnx(model, full_check: bool = False) -> None:
+    """``onnx.checker.check_model`` on a model in memory, where it fits one protobuf message (under 2 GB); a
+    larger one (a 128k-vocabulary float head, a 2B fp32 twin) is checked from its file by ``model_files``."""
+    import onnx
+
+    if fits_one_message(model):
+        onnx.checker.check_model(model, full_check=full_check)
 
 
 def save_with_external_data(model, path: str | os.PathLike) -> None:
