@@ -59,21 +59,28 @@ def with_model_prefix(state: dict) -> dict:
     return state
 
 
-def match_weights(state: dict, arch: dict, tied: bool, folder: Path) -> dict:
-    """Our state dict (float32) from the folder's tensors: names and shapes checked against the model the
-    architecture builds; a missing LM head is the embedding's copy when the folder ties them."""
+def expected_shapes(config) -> dict[str, tuple]:
+    """``{parameter name: shape}`` of the model a ``TernaryLMConfig`` builds (on the meta device: no memory)."""
     import torch
 
-    from ternarylm.configuration import TernaryLMConfig
     from ternarylm.modeling import TernaryLMForCausalLM
 
-    state = with_model_prefix(state)
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TernaryLMForCausalLM(TernaryLMConfig(**arch)).state_dict().items()}
+        return {k: tuple(v.shape) for k, v in TernaryLMForCausalLM(config).state_dict().items()}
+
+
+def match_weights(state: dict, config, tied: bool, folder: Path, expected: dict | None = None) -> dict:
+    """Our state dict (float32; int8 trits stay int8) from the folder's tensors: names and shapes checked against
+    the model ``config`` (a ``TernaryLMConfig``) builds (``expected``: its ``expected_shapes`` when the caller has
+    them already); a missing LM head is the embedding's copy when the folder ties them."""
+    import torch
+
+    state = with_model_prefix(state)
+    expected = expected or expected_shapes(config)
     embed = state.get("model.embed_tokens.weight")
-    if embed is not None and embed.ndim == 2 and embed.shape[0] != arch["vocab_size"]:
+    if embed is not None and embed.ndim == 2 and embed.shape[0] != config.vocab_size:
         raise HFError(f"{folder}: the embedding has {embed.shape[0]} rows but config.json says vocab_size "
-                      f"{arch['vocab_size']}; the vocabulary does not match the embedding")
+                      f"{config.vocab_size}; the vocabulary does not match the embedding")
     if "lm_head.weight" not in state and embed is not None:
         if not tied:
             raise HFError(f"{folder} has no lm_head.weight and does not tie it to the embedding; pass a "

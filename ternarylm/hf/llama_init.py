@@ -42,20 +42,19 @@ def load_llama_init(path_or_name: str) -> InitSource:
     cfg = read_config(folder)
     quant = cfg.get("quantization_config")
     if cfg.get("model_type") in TERNARY_MODEL_TYPES or (isinstance(quant, dict) and quant.get("quant_method") == "bitnet"):
-        return _ternary_init(folder, cfg)
+        return _ternary_init(folder)
     architecture, notes = llama_architecture(cfg, folder)
     tokenizer = read_tokenizer(folder)
     n_tok = tokenizer.get_vocab_size()  # the tokenizer's checks first: they need no weights read
     if n_tok > architecture["vocab_size"]:
         raise HFError(f"the tokenizer of {folder} has {n_tok} tokens but the model's embedding has "
                       f"{architecture['vocab_size']} rows; pass a folder whose tokenizer belongs to its weights")
-    if special_token_ids(tokenizer)["eos"] is None:
-        from ternarylm.format.tokens import EOS_NAMES
-
-        raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
-                      "training separates documents with; add one of them to its tokenizer.json")
+    _check_end_of_text(tokenizer, folder)
     state = read_weights(folder)
-    state_dict = match_weights(state, architecture, bool(cfg.get("tie_word_embeddings", False)), folder)
+    from ternarylm.configuration import TernaryLMConfig
+
+    state_dict = match_weights(state, TernaryLMConfig(**architecture), bool(cfg.get("tie_word_embeddings", False)),
+                               folder)
     return InitSource(architecture=architecture, state_dict=state_dict, tokenizer=tokenizer, notes=notes,
                       source=str(folder))
 
@@ -82,7 +81,15 @@ def llama_architecture(cfg: dict, where="config.json") -> tuple[dict, list[str]]
 
 
 
-def _ternary_init(folder: Path, cfg: dict) -> InitSource:
+def _check_end_of_text(tokenizer, folder: Path) -> None:
+    if special_token_ids(tokenizer)["eos"] is None:
+        from ternarylm.format.tokens import EOS_NAMES
+
+        raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
+                      "training separates documents with; add one of them to its tokenizer.json")
+
+
+def _ternary_init(folder: Path) -> InitSource:
     """A ternary folder as a QAT start: its architecture fields and latent weights (``checkpoint_from_hf``:
     stored trits become latent weights that ternarise back to them), and its tokenizer."""
     from tokenizers import Tokenizer
@@ -97,11 +104,7 @@ def _ternary_init(folder: Path, cfg: dict) -> InitSource:
     notes = [f"{folder} is ternary ({ckpt['hf_source']['model_type']}, {ckpt['hf_source']['layout']}): QAT continues "
              "from weights that ternarise to its own trits"]
     tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
-    if special_token_ids(tokenizer)["eos"] is None:
-        from ternarylm.format.tokens import EOS_NAMES
-
-        raise HFError(f"the tokenizer of {folder} has no end-of-text token named {', '.join(EOS_NAMES)}, which "
-                      "training separates documents with; add one of them to its tokenizer.json")
+    _check_end_of_text(tokenizer, folder)
     keep = dict(config["quant"].get("keep_precision") or {})
     if keep:
         notes.append(f"{len(keep)} linear(s) the folder keeps in full precision stay so (--keep-precision can "

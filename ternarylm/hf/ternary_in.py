@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ternarylm.format.entries import CAUSAL_LM
-from ternarylm.hf.architecture import decoder_architecture, match_weights, with_model_prefix
+from ternarylm.hf.architecture import decoder_architecture, expected_shapes, match_weights, with_model_prefix
 from ternarylm.hf.folder import HFError, _quote, read_config, read_tokenizer, read_weights, resolve_model_folder
 
 SUPPORTED = {"bitnet": "BitNet b1.58 (packed or bf16 master weights)",
@@ -117,7 +117,7 @@ def _layout(cfg: dict, folder: Path) -> Layout:
     return Layout("latent") if mode == "online" else Layout("trits-autobitlinear")
 
 
-def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict]:
+def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict, dict]:
     from ternarylm.configuration import TernaryLMConfig
     from ternarylm.quantization import TernaryConfig
 
@@ -133,12 +133,15 @@ def _bitnet_folder(cfg: dict, folder: Path, layout: Layout) -> tuple[dict, dict]
     config = TernaryLMConfig(**arch, precision="ternary", quant=quant.to_dict(), **special,
                              initializer_range=float(cfg.get("initializer_range", 0.02)))
     state = with_model_prefix(read_weights(folder))
+    shapes = expected_shapes(config)
     trit_scales = {}
     if layout.stores_trits:
         for name in names:
             if name not in keep and f"{name}.weight" in state:  # a missing one: match_weights names it
-                state[f"{name}.weight"], trit_scales[name] = _trits_and_gamma(state, name, layout, config, folder)
-    return config.to_dict(), match_weights(state, {**arch}, arch["tie_word_embeddings"], folder), trit_scales
+                state[f"{name}.weight"], trit_scales[name] = _trits_and_gamma(state, name, layout,
+                                                                              shapes[f"{name}.weight"], folder)
+    state = match_weights(state, config, config.tie_word_embeddings, folder, expected=shapes)
+    return config.to_dict(), state, trit_scales
 
 
 def _float_linears(quant: dict, names: list[str]) -> list[str]:
@@ -157,11 +160,11 @@ def _first_id(value):
     return value
 
 
-def _trits_and_gamma(state: dict, name: str, layout: Layout, config, folder: Path):
-    """One linear's stored trits (int8 ``[N, K]``) and gamma, checked."""
+def _trits_and_gamma(state: dict, name: str, layout: Layout, shape: tuple, folder: Path):
+    """One linear's stored trits (int8 ``[N, K]``, ``shape``) and gamma, checked."""
     import torch
 
-    n, k = _linear_shape(config, name)
+    n, k = shape
     weight, scale = state[f"{name}.weight"], state.pop(f"{name}.weight_scale", None)
     if scale is None:
         raise HFError(f"{folder}: {name}.weight_scale is missing; a quantised BitNet checkpoint stores one scale per "
@@ -178,16 +181,17 @@ def _trits_and_gamma(state: dict, name: str, layout: Layout, config, folder: Pat
 def _trits(weight, n: int, k: int, name: str, folder: Path):
     """int8 trits ``[N, K]`` from packed uint8 ``[N/4, K]`` or float codes ``[N, K]``; non-trits refused."""
     import torch
+    from transformers.integrations.bitnet import unpack_weights
 
     if weight.dtype == torch.uint8:
         if tuple(weight.shape) != (n // PACK, k) or n % PACK:
             raise HFError(f"{folder}: {name}.weight is packed uint8 {list(weight.shape)} but the config implies "
                           f"[{n} / {PACK}, {k}]; the checkpoint does not match its config.json")
-        codes = torch.cat([(weight >> (2 * j)) & 3 for j in range(PACK)], dim=0)  # row i + j * N/4 <- bits 2j
-        if (codes == 3).any():
+        trits = unpack_weights(weight, dtype=torch.int8)  # transformers' own unpacker: code - 1, code 3 -> 2
+        if (trits == 2).any():
             raise HFError(f"{folder}: {name}.weight holds the 2-bit code 3, which is not a trit (packed BitNet codes "
                           "are 0, 1, 2 for -1, 0, +1); the checkpoint is damaged or not BitNet-packed")
-        return codes.to(torch.int8) - 1
+        return trits
     if tuple(weight.shape) != (n, k):
         raise HFError(f"{folder}: {name}.weight has shape {list(weight.shape)}, its config.json implies [{n}, {k}]")
     w = weight.detach().float()
@@ -197,14 +201,6 @@ def _trits(weight, n: int, k: int, name: str, folder: Path):
                       "says offline ternary weights - for latent weights set linear_class autobitlinear and "
                       "quantization_mode online")
     return w.to(torch.int8)
-
-
-def _linear_shape(config, name: str) -> tuple[int, int]:
-    d, i, hd = config.hidden_size, config.intermediate_size, config.head_dim
-    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
-    short = name.rsplit(".", 1)[1]
-    return {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
-            "gate_proj": (i, d), "up_proj": (i, d), "down_proj": (d, i)}[short]
 
 
 # ---- our own save_pretrained ---------------------------------------------------------------------------
@@ -217,12 +213,7 @@ def _ternarylm_folder(cfg: dict, folder: Path) -> tuple[dict, dict]:
         config = TernaryLMConfig(**fields)
     except (TypeError, ValueError) as e:
         raise HFError(f"{folder / 'config.json'} is not a TernaryLM configuration ({_quote(e)})") from None
-    arch = {k: getattr(config, k) for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                                            "num_key_value_heads", "intermediate_size", "max_position_embeddings",
-                                            "rope_theta", "rms_norm_eps", "hidden_act", "sub_norms",
-                                            "tie_word_embeddings", "precision", "quant")}
-    state = match_weights(read_weights(folder), arch, config.tie_word_embeddings, folder)
-    return config.to_dict(), state
+    return config.to_dict(), match_weights(read_weights(folder), config, config.tie_word_embeddings, folder)
 
 
 # ---- transformers' own model of the folder (verify's reference) -------------------------------------------
