@@ -165,7 +165,8 @@ def extract_weights(state: dict, config, keep_precision: dict | None = None,
     """``state``: the checkpoint's model state dict (torch tensors); ``config``: TernaryLMConfig;
     ``keep_precision``: export-time ``{pattern: bits}`` applied on top of the checkpoint's plan;
     ``trit_scales``: ``{module: gamma}`` of linears whose weight is stored as int8 trits (a Hugging Face
-    ternary folder, ``ternarylm.checkpoint.latent_weights``): taken as they are when they stay ternary."""
+    ternary folder, ``ternarylm.checkpoint.latent_weights``): taken as they are when they stay ternary, else
+    made latent (``latent_from_trits``) for the precision the plan gives them."""
     import torch
 
     from ternarylm.quantization import KEPT_BLOCK, int_weight, ternary_weight
@@ -184,10 +185,9 @@ def extract_weights(state: dict, config, keep_precision: dict | None = None,
             trits = state[f"{module}.weight"].detach().cpu().numpy().astype(np.int8, copy=False)
             if bits == TERNARY_BITS:
                 return TernaryWeight(trits, np.full((trits.shape[0], 1), trit_scales[module], np.float32))
-            from ternarylm.checkpoint import latent_weights  # an export-time override: from the latent weight
+            from ternarylm.checkpoint import latent_from_trits  # an export-time override: from the latent weight
 
-            w = latent_weights({"model": {f"{module}.weight": state[f"{module}.weight"]},
-                                "trit_scales": {module: trit_scales[module]}})[f"{module}.weight"]
+            w = latent_from_trits(state[f"{module}.weight"], trit_scales[module])
         else:
             w = state[f"{module}.weight"].detach().to(torch.float32).cpu()
         if bits == FULL_BITS:

@@ -40,11 +40,14 @@ def latent_weights(ckpt: dict) -> dict:
         return ckpt["model"]
     state = dict(ckpt["model"])
     for module, gamma in scales.items():
-        trits = state[f"{module}.weight"]
-        share = trits.abs().double().mean().item()
-        state[f"{module}.weight"] = (trits.to(torch.float32) * float(gamma / share) if share
-                                     else torch.zeros(trits.shape))
+        state[f"{module}.weight"] = latent_from_trits(state[f"{module}.weight"], gamma)
     return state
+
+
+def latent_from_trits(trits: torch.Tensor, gamma: float) -> torch.Tensor:
+    """int8 trits and their absmean scale -> the float32 latent weight ``trits * gamma / p`` (see above)."""
+    share = trits.abs().double().mean().item()
+    return trits.to(torch.float32) * float(gamma / share) if share else torch.zeros(trits.shape)
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:

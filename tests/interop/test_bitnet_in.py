@@ -132,6 +132,24 @@ def test_every_cpu_target_runs_the_bitnet_folder(bitnet_folders, layout, tmp_pat
             assert relative_max_diff(got["ort"], ref) <= 0.05 and argmax_agreement(got["ort"], ref) >= 0.9
 
 
+def test_export_time_precision_override_on_a_bitnet_folder(bitnet_folders, tmp_path):
+    """``--keep-precision`` on a folder whose trits are held as int8: the overridden layers are made latent and
+    quantised to 8 bits, the rest stay the stored trits; verify then holds the export to our own model with the
+    same plan (transformers cannot apply it) and it passes at portable's bound."""
+    from ternarylm.export.api import export_checkpoint
+    from ternarylm.export.verify import verify_export
+
+    folder = bitnet_folders["packed"]
+    out = export_checkpoint(str(folder), tmp_path / "keep8", target="portable", embedding="float", lm_head="float",
+                            keep_precision={"*.down_proj": 8})
+    config = json.loads((out / "config.json").read_text())
+    assert config["export"]["keep_precision"] == {"model.layers.0.mlp.down_proj": 8, "model.layers.1.mlp.down_proj": 8}
+    report = verify_export(out, str(folder))
+    assert report["reference"] == "ternarylm" and report["passed"], report
+    for result in report["engines"].values():
+        assert result["greedy_agreement"] == 1.0 and result["max_logit_diff"] <= 1e-2
+
+
 def test_imported_checkpoint_is_transformers_model(bitnet_folders):
     """The checkpoint dict read from a packed folder rebuilds (our PyTorch model: BitNet's decoder layers with
     BitLinear) to transformers' forward, and its latent weights ternarise back to exactly the stored trits."""
