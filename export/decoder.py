@@ -32,11 +32,10 @@ from ternarylm.export.weights import (
 
 from ternarylm.format.custom_op import OP_TYPE, function_proto
 from ternarylm.format.entries import CONCAT, DENSE, EMBEDDING, INT, NORM, TERNARY
-from ternarylm.format.onnx_names import MS_DOMAIN, OPSET, TERNARY_DOMAIN
+from ternarylm.format.onnx_names import LOGITS_TO_KEEP, MS_DOMAIN, OPSET, TERNARY_DOMAIN
 from ternarylm.format.trits import EPS, TRITS_PER_BYTE, pack
 
 NEG_INF = {FLOAT: -1e9, FLOAT16: -65504.0}
-LOGITS_TO_KEEP = "logits_to_keep"  # optional graph input: LM head for the last k positions only (0 = all)
 
 
 class DecoderEmitter:

@@ -110,13 +110,20 @@ def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=N
     return references
 
 
-def reference_model(ckpt: dict, keep_precision: dict | None, override: dict | None = None):
-    """The PyTorch model an export is held to: transformers' own model of a Hugging Face source (unless the
-    export overrode layer precisions, which only our model can apply), else ours with the export's plan."""
-    from ternarylm.checkpoint import model_from_checkpoint
-    from ternarylm.hf.ternary_in import is_hf_source, transformers_model
+def transformers_is_reference(ckpt: dict, override: dict | None) -> bool:
+    """transformers' own model is the reference for a Hugging Face source, unless the export overrode layer
+    precisions, which only our model can apply."""
+    from ternarylm.hf.ternary_in import is_hf_source
 
-    if is_hf_source(ckpt) and not override:
+    return is_hf_source(ckpt) and not override
+
+
+def reference_model(ckpt: dict, keep_precision: dict | None, override: dict | None = None):
+    """The PyTorch model an export is held to (``transformers_is_reference``), else ours with the export's plan."""
+    from ternarylm.checkpoint import model_from_checkpoint
+    from ternarylm.hf.ternary_in import transformers_model
+
+    if transformers_is_reference(ckpt, override):
         return transformers_model(ckpt)
     return apply_precision_plan(model_from_checkpoint(ckpt), keep_precision)
 
@@ -213,7 +220,7 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DE
     found = run(export_dir, config, ckpt, _check_engines(engines), tol, min_agreement,
                 prompts=prompts, max_new_tokens=max_new_tokens, inputs=inputs)
     report = {"export_dir": str(export_dir), "kind": kind, "target": target, "checkpoint": str(checkpoint),
-              "reference": "transformers" if ckpt.get("hf_source") and kind == CAUSAL_LM and not override
+              "reference": "transformers" if kind == CAUSAL_LM and transformers_is_reference(ckpt, override)
               else "ternarylm",
               "relative_tolerance": tol, "min_agreement": min_agreement, "agreement": agreement_key, **found}
     report["passed"] = all(r["passed"] for r in report["engines"].values())

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from ternarylm.format.architecture import ModelConfig
+from ternarylm.format.onnx_names import LOGITS_TO_KEEP
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _PAST_DTYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32}
@@ -87,8 +88,7 @@ def _ortvalue(array: np.ndarray):
 
 KV_CACHE_MODES = ("auto", "in-place", "growing")
 MIN_CAPACITY = 256  # first in-place buffer length (tokens); it doubles up to the context when outgrown
-LOGITS_TO_KEEP = "logits_to_keep"  # optional input of newer exports: the LM head for the last k positions only
-KEEP_ONE, KEEP_ALL = np.array(1, np.int64), np.array(0, np.int64)
+KEEP_ONE = np.array(1, np.int64)  # logits_to_keep for a prefill that needs the next token only
 
 
 def check_right_padded(mask: np.ndarray) -> None:
@@ -195,14 +195,19 @@ class OrtDecoder:
             return np.array(logits[:, -1:], np.float32)
         return np.asarray(logits, np.float32)
 
-    def _run_growing(self, input_ids, attention_mask, position_ids, keep_last: bool = False) -> np.ndarray:
-        feed = {"input_ids": _ortvalue(input_ids), **self._past}
+    def _feed(self, input_ids, attention_mask, position_ids, past: dict, keep_last: bool) -> dict:
+        """The inputs of a ``run_with_ort_values`` call: those the graph has, ``past`` as the KV cache."""
+        feed = {"input_ids": _ortvalue(input_ids), **past}
         if keep_last:
             feed[LOGITS_TO_KEEP] = _ortvalue(KEEP_ONE)
         if "attention_mask" in self.io.input_names:
             feed["attention_mask"] = _ortvalue(attention_mask)
         if "position_ids" in self.io.input_names:
             feed["position_ids"] = _ortvalue(position_ids)
+        return feed
+
+    def _run_growing(self, input_ids, attention_mask, position_ids, keep_last: bool = False) -> np.ndarray:
+        feed = self._feed(input_ids, attention_mask, position_ids, self._past, keep_last)
         logits, *presents = self.session.run_with_ort_values(self.io.output_names, feed)
         self._past = dict(zip(self.io.past_inputs, presents))
         return logits.numpy()
@@ -239,12 +244,7 @@ class OrtDecoder:
         b, t = input_ids.shape
         io = self.io
         empty = _ortvalue(np.zeros((b, io.kv_heads, 0, io.head_dim), io.past_dtype))
-        feed = {"input_ids": _ortvalue(input_ids), LOGITS_TO_KEEP: _ortvalue(KEEP_ONE),
-                **{name: empty for name in io.past_inputs}}
-        if "attention_mask" in io.input_names:
-            feed["attention_mask"] = _ortvalue(attention_mask)
-        if "position_ids" in io.input_names:
-            feed["position_ids"] = _ortvalue(position_ids)
+        feed = self._feed(input_ids, attention_mask, position_ids, {name: empty for name in io.past_inputs}, True)
         logits, *presents = self.session.run_with_ort_values(io.output_names, feed)
         for buffer, present in zip(self._arrays, presents):
             buffer[:, :, :t] = present.numpy()
