@@ -176,20 +176,27 @@ def main():
 
 
 def plot(rows, path: Path, meta: dict):
+    ok = [r for r in rows if r.get("status") == "ok"]
+    bar_panels(ok, {"file_mb": "model file (MB)", "peak_rss_mb": "peak RSS (MB)",
+                    "decode_ms_p50": "decode ms/token (p50)"}, ["#888"] + ["#2a7"] * (len(ok) - 1),
+               f"{meta['preset'] or meta['checkpoint']}: ternary exports vs fp32 twin ({meta['cpu']}, "
+               f"{meta['threads']} threads)", path)
+
+
+def bar_panels(rows: list[dict], panels: dict[str, str], colors: list[str], title: str, path: Path):
+    """One horizontal bar chart per ``{row key: panel title}``, a bar per row (its ``label``), saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r.get("status") == "ok"]
-    labels = [r["label"] for r in ok]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, key, title in zip(axes, ("file_mb", "peak_rss_mb", "decode_ms_p50"),
-                              ("model file (MB)", "peak RSS (MB)", "decode ms/token (p50)")):
-        ax.barh(labels, [r[key] for r in ok], color=["#888"] + ["#2a7"] * (len(ok) - 1))
-        ax.set_title(title)
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5))
+    for ax, (key, panel) in zip(axes, panels.items()):
+        ax.barh(labels, [r.get(key) or 0 for r in rows], color=colors)
+        ax.set_title(panel)
         ax.invert_yaxis()
-    fig.suptitle(f"{meta['preset'] or meta['checkpoint']}: ternary exports vs fp32 twin ({meta['cpu']}, {meta['threads']} threads)")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

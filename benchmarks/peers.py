@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from export_compare import RESULTS, cpu_model, measure_numpy, source_checkpoint, workload_options
+from export_compare import RESULTS, bar_panels, cpu_model, measure_numpy, source_checkpoint, workload_options
 
 GOALS = [  # (what, row, other row, key, ratio at least, higher is better)
     ("decode >= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "decode_tokens_per_s", 1.3, True),
@@ -206,25 +206,12 @@ def main():
 
 
 def plot(rows, path: Path, meta: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ok = [r for r in rows if r.get("status") == "ok"]
-    labels = [r["label"] for r in ok]
     colors = ["#c55" if r["label"].startswith("llama.cpp") else "#888" if "fp32" in r["label"] else "#2a7"
               for r in ok]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
-    for ax, key, title in zip(axes, ("file_mb", "peak_rss_mb", "prefill_tokens_per_s", "decode_tokens_per_s"),
-                              ("file (MB)", "peak RSS (MB)", "prefill tokens/s", "decode tokens/s")):
-        ax.barh(labels, [r.get(key) or 0 for r in ok], color=colors)
-        ax.set_title(title)
-        ax.invert_yaxis()
-    fig.suptitle(f"{meta['checkpoint']}: ternarylm vs llama.cpp ({meta['cpu']}, {meta['threads']} threads)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    bar_panels(ok, {"file_mb": "file (MB)", "peak_rss_mb": "peak RSS (MB)", "prefill_tokens_per_s": "prefill tokens/s",
+                    "decode_tokens_per_s": "decode tokens/s"}, colors,
+               f"{meta['checkpoint']}: ternarylm vs llama.cpp ({meta['cpu']}, {meta['threads']} threads)", path)
 
 
 if __name__ == "__main__":
