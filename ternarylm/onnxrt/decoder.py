@@ -159,6 +159,7 @@ class OrtDecoder:
         self._mask = np.zeros((batch_size, 0), np.int64)
         self._length, self._batch = 0, batch_size
         self._buffers, self._arrays, self._binding = None, None, None  # in-place: allocated by the first forward
+        self._keep_values = None
         self._capacity = 0
         if self.kv_cache == "growing":
             empty = np.zeros((batch_size, io.kv_heads or 0, 0, io.head_dim or 0), io.past_dtype)
@@ -220,9 +221,9 @@ class OrtDecoder:
             raise ValueError("with a cache, onnxruntime's attention takes several new tokens only at batch "
                              "size 1; feed them one by one")
         self._ensure_capacity(past + t)
-        if keep_last and past == 0 and self._arrays:
-            return self._prefill_last_only(input_ids, attention_mask, position_ids)
         binding = self._binding
+        if self._keep_values:  # bound every call: a later full-logits call must not inherit the last one's 1
+            binding.bind_ortvalue_input(LOGITS_TO_KEEP, self._keep_values[keep_last])
         binding.bind_cpu_input("input_ids", input_ids)
         if "attention_mask" in self.io.input_names:
             binding.bind_cpu_input("attention_mask", attention_mask)
@@ -236,19 +237,6 @@ class OrtDecoder:
         if t == 1:
             return self._step_logits.copy()
         return binding.get_outputs()[0].numpy()
-
-    def _prefill_last_only(self, input_ids, attention_mask, position_ids) -> np.ndarray:
-        """A prefill from an empty cache that needs only the last position's logits: run with
-        ``logits_to_keep = 1`` (onnxruntime's IO binding cannot bind an optional input, so this one call
-        goes through ``run_with_ort_values``), then copy the T new keys/values into the shared buffers."""
-        b, t = input_ids.shape
-        io = self.io
-        empty = _ortvalue(np.zeros((b, io.kv_heads, 0, io.head_dim), io.past_dtype))
-        feed = self._feed(input_ids, attention_mask, position_ids, {name: empty for name in io.past_inputs}, True)
-        logits, *presents = self.session.run_with_ort_values(io.output_names, feed)
-        for buffer, present in zip(self._arrays, presents):
-            buffer[:, :, :t] = present.numpy()
-        return logits.numpy()
 
     def _ensure_capacity(self, needed: int) -> None:
         """Allocate (or grow, keeping the cached rows) the shared past/present buffers and bind them.
@@ -286,6 +274,9 @@ class OrtDecoder:
                     new[:, :, :have] = prev[:, :, :have]
             self._buffers = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._arrays]
         self._binding = binding = self.session.io_binding()
+        # logits_to_keep is an initializer with a default, which bind_cpu_input cannot find by name; an OrtValue binds
+        self._keep_values = ({keep: _ortvalue(np.array(int(keep), np.int64)) for keep in (False, True)}
+                             if LOGITS_TO_KEEP in io.input_names else None)
         self._step_logits = np.empty((b, 1, io.vocab), np.float32)
         self._step_logits_value = ort.OrtValue.ortvalue_from_numpy(self._step_logits)
         binding.bind_output("logits", "cpu")  # first, so it stays get_outputs()[0]

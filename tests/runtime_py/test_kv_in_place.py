@@ -153,3 +153,8 @@ def test_logits_to_keep_runs_the_head_for_the_last_positions(name, export_dir, i
     step_kept = engine.forward(only_last.argmax(-1))
     assert only_last.shape[1] == 1 and rel(only_last[:, 0], everything[:, -1]) < SAME_KERNELS
     assert rel(step_kept, step_full) < SAME_KERNELS
+    # a later call that wants every position gets them all (the in-place binding does not keep the last 1)
+    engine.reset()
+    engine.forward(ids[:, :3], last_only=True)
+    rest = engine.forward(ids[:, 3:])
+    assert rest.shape[1] == t - 3 and rel(rest, everything[:, 3:]) < SAME_KERNELS
