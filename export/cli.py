@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import click
+from ternarylm.export.verify import DEFAULT_MAX_KLD
 from ternarylm.format.targets import TARGETS
 
 from ternarylm.format.cli_errors import user_errors
@@ -103,7 +104,9 @@ def _summarise(path):
     choice = export.get("precision_choice")
     if choice:
         tried = ", ".join(f"{t['embedding']}/{t['lm_head']} {'pass' if t['passed'] else 'fail'} "
-                          f"(agreement {t['greedy_agreement']:.2f})" for t in choice["tried"])
+                          f"(agreement {t['greedy_agreement']:.2f}"
+                          + (f", KL {t['kl_divergence_mean']:.4f}, top-1 {t['top1_agreement']:.2f}"
+                             if t.get("kl_divergence_mean") is not None else "") + ")" for t in choice["tried"])
         verdict = "" if choice["passed"] else "; none passed verify, the largest is used"
         click.echo(f"embedding/lm-head auto: {choice['embedding']}/{choice['lm_head']} [tried {tried}{verdict}]")
 
@@ -117,9 +120,11 @@ def _summarise(path):
 @click.option("--engines", default="ort,numpy", show_default=True, help="Comma-separated: ort, numpy.")
 @click.option("--logit-tol", type=float, help="Max |logit difference| allowed (default: per target).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="Min greedy-token agreement.")
+@click.option("--max-kld", default=DEFAULT_MAX_KLD, show_default=True,
+              help="Max mean KL divergence (nats) an int8/int4 head and embedding may cost against float ones.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here too.")
 @user_errors
-def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, json_path):
+def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, min_agreement, max_kld, json_path):
     """Compare PyTorch, onnxruntime and NumPy on the same prompts; non-zero exit beyond tolerance. For a Hugging
     Face source the reference is transformers' own model of that folder."""
     import json
@@ -130,17 +135,26 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
     engine_list = [e.strip() for e in engines.split(",") if e.strip()]
 
     report = verify_export(export_dir, checkpoint, prompts=list(prompts) or None, max_new_tokens=max_new_tokens,
-                           engines=engine_list, logit_tol=logit_tol, min_agreement=min_agreement)
+                           engines=engine_list, logit_tol=logit_tol, min_agreement=min_agreement, max_kld=max_kld)
     agreement = report["agreement"]
     agreement_label = {"greedy_agreement": "greedy agreement", "argmax_agreement": "label agreement"}[agreement]
     rows = [(e, f"{r['max_logit_diff']:.2e}", f"{r['tolerance']:.1e}", f"{r[agreement]:.3f}",
              "ok" if r["passed"] else "FAIL") for e, r in report["engines"].items()]
     print_table(rows, ("engine", "max |Δlogit| / max |logit|", "tolerance", agreement_label, "result"))
+    cost = report.get("precision")
+    if cost:
+        layers = ", ".join(f"{name} int{q['bits']} (block {q['block_size']})" for name, q in cost["quantized"].items())
+        click.echo(f"quantised {layers} against float: mean KL {cost['kl_divergence_mean']:.4f} nats "
+                   f"(max {cost['max_kld']}), top-1 agreement {cost['top1_agreement']:.3f}: "
+                   f"{'ok' if cost['passed'] else 'FAIL'}")
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
     if not report["passed"]:
-        raise click.ClickException("verification failed: an engine is beyond tolerance (see the table)")
+        if not all(r["passed"] for r in report["engines"].values()):
+            raise click.ClickException("verification failed: an engine is beyond tolerance (see the table)")
+        raise click.ClickException("verification failed: the quantised head/embedding cost more than --max-kld; "
+                                   "export with --lm-head/--embedding int8 or float")
     click.echo("verification passed")
 
 

@@ -2,7 +2,9 @@
 
 The target lists its candidates, smallest first (``ternarylm.format.targets.Target.auto_precisions``);
 each is exported to a scratch folder and compared with PyTorch on the built-in prompts, the way
-``ternary-export verify`` does (the PyTorch side is computed once). The first that passes is kept; when
+``ternary-export verify`` does (the float PyTorch side is computed once): the engine against the model
+carrying the candidate's quantised head/embedding, and that quantisation's cost (KL divergence, top-1)
+against the float model. The first that passes is kept; when
 none does, the last (the largest) is used and the record says so. The record goes into config.json
 (``export.precision_choice``) so a user can see what was tried and why this one won.
 """
@@ -37,32 +39,41 @@ def choose(ckpt: dict, target, pairs: list[tuple], export_folder) -> tuple:
     """Try ``pairs`` in order; returns ``(embedding, lm_head, record)``.
 
     ``export_folder(out_dir, embedding, lm_head)`` writes one candidate export (the exporter's own path).
+    A candidate passes when its engine matches the reference carrying its head/embedding (the target's
+    logit tolerance, greedy agreement) and that quantisation costs at most ``DEFAULT_MAX_KLD`` mean KL
+    divergence against the float head/embedding (``verify.py``).
     """
-    from ternarylm.export.verify import (DEFAULT_NEW_TOKENS, DEFAULT_PROMPTS, compare_language_model,
-                                         language_model_references)
+    import json
+
+    from ternarylm.export.verify import (DEFAULT_MAX_KLD, DEFAULT_NEW_TOKENS, DEFAULT_PROMPTS,
+                                         LanguageModelReference, compare_language_model, precision_result,
+                                         stored_quantization)
 
     if len(pairs) == 1:
         return (*pairs[0], None)
     engine = verify_engine(target)
-    references, tried = None, []
+    reference, tried = None, []
     with tempfile.TemporaryDirectory(prefix="ternarylm-auto-") as tmp:
         for i, (embedding, lm_head) in enumerate(pairs):
             folder = export_folder(Path(tmp) / f"candidate-{i}", embedding, lm_head)
-            if references is None:  # the precision plan is the candidates' common one
-                import json
-
-                export = json.loads((folder / "config.json").read_text())["export"]
-                references = language_model_references(ckpt, export.get("keep_precision"), DEFAULT_PROMPTS,
-                                                       DEFAULT_NEW_TOKENS,
-                                                       override=export.get("keep_precision_override"))
-            result = compare_language_model(folder, references, [engine], target.relative_tolerance, 0.9)[engine]
+            config = json.loads((folder / "config.json").read_text())
+            if reference is None:  # the precision plan is the candidates' common one
+                export = config["export"]
+                reference = LanguageModelReference(ckpt, export.get("keep_precision"), DEFAULT_PROMPTS,
+                                                   DEFAULT_NEW_TOKENS, override=export.get("keep_precision_override"))
+            runs, cost = reference.for_export(stored_quantization(config))
+            result = compare_language_model(folder, runs, [engine], target.relative_tolerance, 0.9)[engine]
+            quality = precision_result(cost, DEFAULT_MAX_KLD)
+            passed = result["passed"] and (quality or {}).get("passed", True)
             tried.append({"embedding": embedding, "lm_head": lm_head, "engine": engine,
                           "max_logit_diff": result["max_logit_diff"], "greedy_agreement": result["greedy_agreement"],
-                          "passed": result["passed"]})
-            if result["passed"]:
+                          "kl_divergence_mean": quality and quality["kl_divergence_mean"],
+                          "top1_agreement": quality and quality["top1_agreement"], "passed": passed})
+            if passed:
                 break
     chosen = next((t for t in tried if t["passed"]), tried[-1])
     record = {"embedding": chosen["embedding"], "lm_head": chosen["lm_head"], "passed": chosen["passed"],
-              "relative_tolerance": target.relative_tolerance, "min_agreement": 0.9,
-              "prompts": list(DEFAULT_PROMPTS), "max_new_tokens": DEFAULT_NEW_TOKENS, "tried": tried}
+              "relative_tolerance": target.relative_tolerance, "min_agreement": 0.9, "max_kld": DEFAULT_MAX_KLD,
+              "prompts": list(DEFAULT_PROMPTS), "max_new_tokens": DEFAULT_NEW_TOKENS,
+              "tried": tried}
     return chosen["embedding"], chosen["lm_head"], record

@@ -9,10 +9,17 @@ against PyTorch's; for a classifier, the share of inputs given the same label.
 Tolerances (each target's ``relative_tolerance`` in ``targets.py``): the ``portable`` target computes what training computes (per-token int8 activations,
 exact ternary weights), so it matches up to float rounding — and the occasional activation that float rounding moves across
 an int8 rounding boundary, which shifts logits by about 1e-3 of their range (hence 1e-2). MatMulNBits quantises activations per
-block of the K axis instead of per token, a quantised head/embedding adds its own error, and the
-dense twins drop activation quantisation: those targets get a looser logit tolerance and are held
-to greedy agreement. Mixed-precision exports are compared against the PyTorch model with the
+block of the K axis instead of per token, and the dense twins drop activation quantisation: those targets get a looser
+logit tolerance and are held to greedy agreement. Mixed-precision exports are compared against the PyTorch model with the
 export's per-layer plan (``config.json`` ``export.keep_precision``), export-time overrides included.
+
+An int8/int4 head or embedding is a lossy choice, not an engine error, so it is judged apart
+(``LanguageModelReference.for_export``): the engines are held to a reference model that carries the export's
+quantised head and embedding (the same ``symmetric_block_quantize`` codes, in float32), and what that quantisation
+costs is measured on PyTorch alone, the way llama.cpp judges its quant types: mean KL divergence from the float model's
+next-token distribution (at most ``DEFAULT_MAX_KLD`` = 0.01 nats, ``--max-kld``), teacher-forced on the float
+model's greedy tokens; top-1 agreement is reported beside it. A layout or scale bug still moves the engine's logits
+by 0.1-1 against its own reference; an int4 head that costs too much fails the second check.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ternarylm.format.compare import argmax_agreement, relative_max_diff
+from ternarylm.format.compare import argmax_agreement, kl_divergence, relative_max_diff
 from ternarylm.format.entries import CAUSAL_LM, SEQUENCE_CLASSIFICATION
 
 DEFAULT_PROMPTS = ("Once upon a time", "The little dog ran to the", "\"Can we play?\" asked")
@@ -31,6 +38,8 @@ DEFAULT_TEXTS = ("The little dog ran to the park.", "\"Can we play?\" asked Tom.
 ENGINES = ("ort", "numpy")
 DEFAULT_NEW_TOKENS = 16  # greedy tokens per prompt (verify, and the --embedding/--lm-head auto search)
 DEFAULT_RELATIVE_TOLERANCE = 0.15  # a target the registry does not know (an export from a newer version)
+# What an int8/int4 head and embedding may cost against the float ones (the module docstring): mean KL divergence, nats
+DEFAULT_MAX_KLD = 0.01
 
 
 def _torch_reference(model, ids: list[int], max_new_tokens: int):
@@ -89,25 +98,96 @@ def _engine_result(diff: float, agreement: float, agreement_key: str, tol: float
             "passed": bool(diff <= tol and agreement >= min_agreement)}
 
 
-def language_model_references(ckpt: dict, keep_precision: dict | None, prompts=None,
-                              max_new_tokens: int = DEFAULT_NEW_TOKENS, override: dict | None = None) -> list[tuple[list[int], list[int], np.ndarray]]:
-    """PyTorch's side of the comparison, once: per prompt ``(prompt ids, greedy ids, teacher-forced logits)``
-    of ``reference_model`` (``override``: the export-time keep_precision patterns)."""
-    from tokenizers import Tokenizer
+class LanguageModelReference:
+    """PyTorch's side of a language-model comparison, computed once per source: per prompt ``(prompt ids,
+    greedy ids, teacher-forced logits)`` of ``reference_model`` (``override``: the export-time keep_precision
+    patterns) with its float head and embedding, and (``for_export``) the same with an export's int8/int4
+    head and embedding carried over, plus what they cost."""
 
-    from ternarylm.hf.ternary_in import eager_kernels
+    def __init__(self, ckpt: dict, keep_precision: dict | None, prompts=None,
+                 max_new_tokens: int = DEFAULT_NEW_TOKENS, override: dict | None = None):
+        from tokenizers import Tokenizer
 
-    model = reference_model(ckpt, keep_precision, override)
-    tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
-    references = []
-    with eager_kernels():  # transformers' BitNet layers compile their kernels
+        self.model = reference_model(ckpt, keep_precision, override)
+        tokenizer = Tokenizer.from_str(ckpt["tokenizer_json"])
+        self.prompt_ids = []
         for prompt in prompts or DEFAULT_PROMPTS:
             ids = tokenizer.encode(prompt).ids
             if not ids:
                 raise ValueError(f"prompt {prompt!r} is empty after tokenization")
-            full, logits = _torch_reference(model, ids, max_new_tokens)
-            references.append((ids, full, logits))
-    return references
+            self.prompt_ids.append(ids)
+        self.max_new_tokens = max_new_tokens
+        self._float = {name: getattr(self.model, getter)().weight for name, getter in STORED_LAYERS.items()}
+        self.float_runs = self._runs()
+
+    def _runs(self) -> list[tuple[list[int], list[int], np.ndarray]]:
+        from ternarylm.hf.ternary_in import eager_kernels
+
+        with eager_kernels():  # transformers' BitNet layers compile their kernels
+            return [(ids, *_torch_reference(self.model, ids, self.max_new_tokens)) for ids in self.prompt_ids]
+
+    def _carry(self, stored: dict) -> None:
+        """Give the model ``stored``'s quantised head/embedding (float32 copies of what the runtime computes
+        with); ``{}`` puts the float ones back (a tied pair is tied again)."""
+        import torch
+
+        from ternarylm.format.codecs import block_quantized
+
+        for name, getter in STORED_LAYERS.items():
+            weight = self._float[name]
+            if name in stored:
+                bits, block = stored[name]
+                table = block_quantized(weight.detach().float().numpy(), bits, block)
+                weight = torch.nn.Parameter(torch.from_numpy(table).to(weight.dtype), requires_grad=False)
+            getattr(self.model, getter)().weight = weight
+
+    def for_export(self, stored: dict) -> tuple[list, dict | None]:
+        """``(runs, cost)`` for an export whose head/embedding are ``stored`` (``stored_quantization``): the runs
+        its engines are held to, and the cost of that quantisation against the float model (None when nothing
+        is quantised): KL divergence and top-1 agreement, teacher-forced on the float model's greedy tokens."""
+        import torch
+
+        from ternarylm.hf.ternary_in import eager_kernels
+
+        if not stored:
+            return self.float_runs, None
+        self._carry(stored)
+        try:
+            runs = self._runs()
+            with torch.no_grad(), eager_kernels():
+                forced = [self.model(torch.tensor([full]), use_cache=False).logits[0].float().numpy()
+                          for _, full, _ in self.float_runs]
+        finally:
+            self._carry({})
+        ref = np.concatenate([logits for _, _, logits in self.float_runs])
+        got = np.concatenate(forced)
+        kl = kl_divergence(ref, got)
+        cost = {"quantized": {name: {"bits": bits, "block_size": block} for name, (bits, block) in stored.items()},
+                "kl_divergence_mean": float(kl.mean()), "kl_divergence_max": float(kl.max()),
+                "top1_agreement": argmax_agreement(got, ref), "positions": int(kl.size)}
+        return runs, cost
+
+
+# The layers an export may store block-quantised (config.json ``weights`` entries) and how a model reaches them
+STORED_LAYERS = {"model.embed_tokens": "get_input_embeddings", "lm_head": "get_output_embeddings"}
+
+
+def stored_quantization(config: dict) -> dict:
+    """``{layer: (bits, block_size)}`` for the head and embedding the export stores as int8/int4."""
+    found = {}
+    for name in STORED_LAYERS:
+        entry = (config.get("weights") or {}).get(name) or {}
+        if entry.get("bits") in (4, 8) and entry.get("block_size"):
+            found[name] = (int(entry["bits"]), int(entry["block_size"]))
+    return found
+
+
+def precision_result(cost: dict | None, max_kld: float) -> dict | None:
+    """The cost of a quantised head/embedding held to its bound (None when there is nothing to judge). Top-1
+    agreement is reported, not gated: at a near-tie a flip costs nothing, and small models have many."""
+    if cost is None:
+        return None
+    return {**cost, "max_kld": max_kld, "passed": bool(cost["kl_divergence_mean"] <= max_kld)}
 
 
 def transformers_is_reference(ckpt: dict, override: dict | None) -> bool:
@@ -147,11 +227,14 @@ def compare_language_model(export_dir, references, engines, tol: float, min_agre
 
 
 def _verify_language_model(export_dir: Path, config: dict, ckpt: dict, engines, tol: float, min_agreement: float,
-                           prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, **_) -> dict:
+                           prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, max_kld: float = DEFAULT_MAX_KLD,
+                           **_) -> dict:
     prompts = list(prompts or DEFAULT_PROMPTS)
-    references = language_model_references(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens,
-                                           override=config["export"].get("keep_precision_override"))
-    return {"prompts": prompts, "engines": compare_language_model(export_dir, references, engines, tol, min_agreement)}
+    reference = LanguageModelReference(ckpt, config["export"].get("keep_precision"), prompts, max_new_tokens,
+                                       override=config["export"].get("keep_precision_override"))
+    runs, cost = reference.for_export(stored_quantization(config))
+    return {"prompts": prompts, "engines": compare_language_model(export_dir, runs, engines, tol, min_agreement),
+            "precision": precision_result(cost, max_kld)}
 
 
 def default_inputs(pair: bool) -> list:
@@ -192,7 +275,8 @@ VERIFIERS = {CAUSAL_LM: (_verify_language_model, "greedy_agreement"),
 
 
 def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DEFAULT_NEW_TOKENS, engines=ENGINES,
-                  logit_tol: float | None = None, min_agreement: float = 0.9, inputs=None) -> dict:
+                  logit_tol: float | None = None, min_agreement: float = 0.9, inputs=None,
+                  max_kld: float = DEFAULT_MAX_KLD) -> dict:
     """Compare an export folder (either engine) with the PyTorch model of ``checkpoint``.
 
     Language models: ``prompts`` (default: three built-in ones), ``max_new_tokens`` of greedy generation;
@@ -218,10 +302,11 @@ def verify_export(export_dir, checkpoint, prompts=None, max_new_tokens: int = DE
     ckpt = load_source(checkpoint)
     override = config.get("export", {}).get("keep_precision_override")
     found = run(export_dir, config, ckpt, _check_engines(engines), tol, min_agreement,
-                prompts=prompts, max_new_tokens=max_new_tokens, inputs=inputs)
+                prompts=prompts, max_new_tokens=max_new_tokens, inputs=inputs, max_kld=max_kld)
     report = {"export_dir": str(export_dir), "kind": kind, "target": target, "checkpoint": str(checkpoint),
               "reference": "transformers" if kind == CAUSAL_LM and transformers_is_reference(ckpt, override)
               else "ternarylm",
               "relative_tolerance": tol, "min_agreement": min_agreement, "agreement": agreement_key, **found}
-    report["passed"] = all(r["passed"] for r in report["engines"].values())
+    report["passed"] = (all(r["passed"] for r in report["engines"].values())
+                        and (report.get("precision") or {}).get("passed", True))
     return report

@@ -121,3 +121,12 @@ def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
         codes[lo:hi] = (q + 2 ** (bits - 1)).astype(np.uint8).reshape(hi - lo, k)
         scales[lo:hi] = s
     return codes, scales
+
+
+def block_quantized(w_nk: np.ndarray, bits: int, block_size: int) -> np.ndarray:
+    """``w_nk`` as ``symmetric_block_quantize`` stores it, back in float32: what a runtime computes with, so a
+    reference model can carry an export's int8/int4 head or embedding."""
+    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
+    n, k = codes.shape
+    q = codes.astype(np.float32) - 2 ** (bits - 1)
+    return (q.reshape(n, k // block_size, block_size) * scales[..., None]).reshape(n, k)

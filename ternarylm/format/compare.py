@@ -3,6 +3,8 @@
 
     relative_max_diff(got, ref) = max|got - ref| / max|ref|     (scale-free: 0.01 is 1% of the largest logit)
     argmax_agreement(got, ref)  = share of rows whose argmax is the same
+    kl_divergence(ref, got)     = per row KL(softmax(ref) || softmax(got)) in nats (what a lossy choice costs:
+                                  llama.cpp's ``perplexity --kl-divergence`` measure)
 """
 
 from __future__ import annotations
@@ -24,3 +26,15 @@ def argmax_agreement(got, ref) -> float:
     if got.shape != ref.shape:
         return 0.0
     return float((got.argmax(-1) == ref.argmax(-1)).mean())
+
+
+def kl_divergence(ref, got) -> np.ndarray:
+    """Per-row ``KL(softmax(ref) || softmax(got))`` in nats, rows over the last axis (float64 inside)."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if got.shape != ref.shape:
+        raise ValueError(f"logit shapes differ: {got.shape} vs {ref.shape}")
+    log_p = ref - ref.max(-1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+    log_q = got - got.max(-1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(-1, keepdims=True))
+    return (np.exp(log_p) * (log_p - log_q)).sum(-1)

@@ -48,3 +48,41 @@ def test_fixed_precisions_are_not_searched(tiny_ckpt, tmp_path):
     cli("ternarylm.export.cli", "onnx", tiny_ckpt, "--out", out, "--embedding", "int8", "--lm-head", "int8")
     export = json.loads((out / "config.json").read_text())["export"]
     assert "precision_choice" not in export and (export["embedding"], export["lm_head"]) == ("int8", "int8")
+
+
+def test_kl_divergence_is_zero_for_equal_logits_and_matches_the_closed_form():
+    import numpy as np
+
+    from ternarylm.format.compare import kl_divergence
+
+    a = np.array([[2.0, 0.0], [0.0, 0.0]])
+    assert kl_divergence(a, a + 3.0) == pytest.approx([0.0, 0.0], abs=1e-12)  # a shift is the same distribution
+    p = np.exp(a) / np.exp(a).sum(-1, keepdims=True)
+    expected = (p * (np.log(p) - np.log(0.5))).sum(-1)
+    assert kl_divergence(a, np.zeros_like(a)) == pytest.approx(expected)
+
+
+def test_quantised_head_is_judged_apart_from_the_engines(tiny_ckpt, tmp_path):
+    """An int4 head and embedding on the ``portable`` target (tolerance 1e-2, the same computation as training):
+    the engines are held to a reference carrying the same int4 codes, so they match it as tightly as a float-head
+    export does, and the cost of int4 is reported on its own (KL divergence, top-1). A bound below that cost fails
+    in one line."""
+    out = tmp_path / "int4"
+    cli("ternarylm.export.cli", "onnx", tiny_ckpt, "--out", out, "--target", "portable", "--embedding", "int4",
+        "--lm-head", "int4")
+    report_path = tmp_path / "verify.json"
+    proc = cli("ternarylm.export.cli", "verify", out, "--ckpt", tiny_ckpt, "--json", report_path)
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and "mean KL" in proc.stdout
+    for engine in report["engines"].values():
+        assert engine["max_logit_diff"] < 1e-2 and engine["greedy_agreement"] == 1.0
+    cost = report["precision"]
+    assert cost["quantized"] == {"model.embed_tokens": {"bits": 4, "block_size": 32},
+                                 "lm_head": {"bits": 4, "block_size": 32}}
+    assert 0 < cost["kl_divergence_mean"] <= cost["kl_divergence_max"] and 0 <= cost["top1_agreement"] <= 1
+    assert cost["passed"] and cost["kl_divergence_mean"] <= cost["max_kld"] == 0.01
+
+    strict = cli("ternarylm.export.cli", "verify", out, "--ckpt", tiny_ckpt, "--max-kld",
+                 f"{cost['kl_divergence_mean'] / 2:.3g}", check=False)
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr
+    assert "quantised head/embedding" in strict.stderr and "--lm-head/--embedding int8" in strict.stderr
