@@ -13,7 +13,8 @@ Without one its rows are skipped with one line. Every configuration runs in a fr
 figures: file size, peak RSS of that process (VmHWM / wait4's ru_maxrss), prefill and decode tokens/s
 (``--prompt-len`` tokens, then ``--decode-tokens`` single-token steps; llama-bench's pp/tg tests are the
 same workload). With ``llama-simple`` also the greedy text of both runtimes from one prompt.
-Prints a table and the goal lines, writes JSON and a PNG to benchmarks/results/.
+Prints a table, the goal lines and the measured reasons behind them (where a decoded token's time goes,
+from onnxruntime's profiler, and the peak RSS broken down), writes JSON and a PNG to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -96,14 +97,36 @@ def ours_greedy(folder: Path, prompt: str, n: int) -> str:
     return tok.decode(ids)
 
 
-def measure_ort(folder: Path, threads: int, prompt_len: int, decode_tokens: int, repeats: int) -> dict:
+def measure_ort(folder: Path, threads: int, prompt_len: int, decode_tokens: int, repeats: int,
+                op_profile: bool = False) -> dict:
     from ternarylm.devices.runner import MeasureRequest, run_measurement
     from ternarylm.onnxrt import SessionSettings
 
     req = MeasureRequest(session=SessionSettings(model=str(folder / "model.onnx"), intra_op_threads=threads),
                          config=str(folder / "config.json"), prompt_len=prompt_len, decode_tokens=decode_tokens,
-                         repeats=repeats)
+                         repeats=repeats, op_profile=op_profile)
     return run_measurement(req)
+
+
+def explain(by: dict) -> list[str]:
+    """Measured reasons behind the decode and memory goals: where 'ort auto' spends a decoded token
+    (onnxruntime's profiler) beside llama.cpp's whole token, and its peak RSS broken down."""
+    ours, theirs = by.get("ort auto", {}), by.get("llama.cpp TQ2_0", {})
+    lines = []
+    profile = (ours.get("op_profile") or {}).get("ms_per_token")
+    if profile:
+        top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(profile.items())[:5])
+        lines.append(f"ort auto, ms per decoded token by operator (onnxruntime profiler, {ours['op_profile']['run_ms']:.2f} "
+                     f"ms per profiled step): {top}")
+    if theirs.get("status") == "ok" and ours.get("status") == "ok":
+        lines.append(f"whole decoded token: ort auto {1000 / ours['decode_tokens_per_s']:.2f} ms, llama.cpp TQ2_0 "
+                     f"{1000 / theirs['decode_tokens_per_s']:.2f} ms")
+    memory = ours.get("memory_mb")
+    if memory:
+        lines.append(f"ort auto peak RSS {memory['peak']:.0f} MB = imports {memory['imports']:.0f} (python, numpy, "
+                     f"onnxruntime) + session {memory['session']:.0f} + generation {memory['generation']:.0f} "
+                     f"(KV cache {memory['kv_cache']:.1f}); file-backed after load {memory['session_file_backed']:.0f}")
+    return lines
 
 
 def main():
@@ -134,7 +157,8 @@ def main():
         rows.append({"label": label, "runtime": f"onnxruntime {__import__('onnxruntime').__version__}",
                      "detail": f"{target}, emb {export['embedding']}, head {export['lm_head']}",
                      "file_mb": model_file_bytes(folder / "model.onnx") / 1e6,
-                     **measure_ort(folder, args.threads, args.prompt_len, args.decode_tokens, args.repeats)})
+                     **measure_ort(folder, args.threads, args.prompt_len, args.decode_tokens, args.repeats,
+                                   op_profile=label == "ort auto")})
     numpy_row = measure_numpy(folders["ort auto"], args.prompt_len, args.numpy_decode_tokens)
     if numpy_row.get("status") == "ok":
         numpy_row["prefill_tokens_per_s"] = args.prompt_len / numpy_row["prefill_ms"] * 1000
@@ -189,6 +213,9 @@ def main():
     for g in goals:
         mark = "n/a " if g["met"] is None else ("MET " if g["met"] else "MISS")
         print(f"  {mark} {g['goal']}" + (f": {g['ratio']:.2f}" if g["ratio"] is not None else ""))
+    reasons = explain(by)
+    for line in reasons:
+        print(f"  why: {line}")
     for label, text in greedy.items():
         print(f"  greedy {label:16}: {text!r}")
     if greedy:
@@ -200,7 +227,8 @@ def main():
             "llama_bench": bench, "python": sys.version.split()[0]}
     name = f"peers_{Path(args.ckpt).parent.name}" if args.ckpt else f"peers_{args.preset}"
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "goals": goals, "greedy": greedy}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "goals": goals, "reasons": reasons, "greedy": greedy},
+                              indent=2))
     plot(rows, RESULTS / f"{name}.png", meta)
     print(f"\nCPU: {meta['cpu']}, {args.threads} threads; wrote {out}")
 

@@ -97,11 +97,13 @@ def _open(path: Path, what: str) -> ModelFolder:
 @click.option("--memory-limit", type=click.IntRange(min=64),
               help="Address-space limit (MB) for each measurement process: emulates a smaller device.")
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds before one measurement is abandoned.")
+@click.option("--op-profile", is_flag=True,
+              help="Also show where a decoded token's time goes, per operator (onnxruntime's profiler, separate run).")
 @click.option("--list-devices", is_flag=True, help="List device profiles and exit.")
 @click.option("--detect", "show_detect", is_flag=True, help="Print what this host is detected as and exit.")
 @click.option("--root", default="/", hidden=True, help="Filesystem root for detection (tests).")
 def main(model_dir, baseline_dir, device, emulate, providers, threads, prompt_len, decode_tokens, warmup, repeats,
-         out_dir, tune, plan_file, no_plan, memory_limit, timeout, list_devices, show_detect, root):
+         out_dir, tune, plan_file, no_plan, memory_limit, timeout, op_profile, list_devices, show_detect, root):
     """Profile an export's memory and latency on this device (and tune its lowering with --tune)."""
     try:
         if list_devices:
@@ -148,7 +150,7 @@ def main(model_dir, baseline_dir, device, emulate, providers, threads, prompt_le
         targets = {"ternary": plan.lowering.target if plan and plan.model_file else folder.target,
                    "baseline": baseline.target if baseline else None}
         results = _measure_all(settings, {"ternary": folder, "baseline": baseline}, targets, prompt_lens,
-                               decode_tokens, warmup, repeats, memory_limit, timeout)
+                               decode_tokens, warmup, repeats, memory_limit, timeout, op_profile)
     except (DeviceError, ProfileError, ProviderError, PlanError, FolderError) as e:
         raise click.ClickException(str(e)) from None
 
@@ -235,6 +237,12 @@ def _print_results(run: ProfileRun) -> None:
             click.echo(f"memory {r['model']} prompt {r['prompt_len']}: imports {m['imports']:.0f} + session "
                        f"{m['session']:.0f} (file-backed {m['session_file_backed'] or 0:.0f}) + generation "
                        f"{m['generation']:.0f} (KV cache {m['kv_cache']:.1f}) = peak {m['peak']:.0f} MB")
+    for r in run.results:
+        ops = (r.get("op_profile") or {}).get("ms_per_token")
+        if r["status"] == "ok" and ops:
+            top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(ops.items())[:6])
+            click.echo(f"decode ms/token by operator, {r['model']} prompt {r['prompt_len']} (profiled run "
+                       f"{r['op_profile']['run_ms']:.2f} ms): {top}")
     for note in run.notes:
         click.echo(f"note: {note}")
 
@@ -261,7 +269,8 @@ def _report(run: ProfileRun) -> dict:
     }
 
 
-def _measure_all(settings, folders, targets, prompt_lens, decode_tokens, warmup, repeats, memory_limit, timeout) -> list[dict]:
+def _measure_all(settings, folders, targets, prompt_lens, decode_tokens, warmup, repeats, memory_limit, timeout,
+                 op_profile: bool = False) -> list[dict]:
     from ternarylm.devices.runner import MeasureRequest, run_measurement
     from tqdm import tqdm
 
@@ -275,7 +284,7 @@ def _measure_all(settings, folders, targets, prompt_lens, decode_tokens, warmup,
             # INFO logging in the measured process only, so onnxruntime's slow-path line reaches the runner
             req = MeasureRequest(dataclasses.replace(s, log_info=True), config=str(folder.path / "config.json"), prompt_len=n,
                                  decode_tokens=decode_tokens, warmup=warmup, repeats=repeats,
-                                 memory_limit_mb=memory_limit, timeout_s=timeout,
+                                 memory_limit_mb=memory_limit, timeout_s=timeout, op_profile=op_profile,
                                  extra={"model": label, "target": targets[label]})
             res = run_measurement(req)
             res["prompt_len"] = n

@@ -4,7 +4,7 @@ SPEC is a JSON object (or ``@file.json``)::
 
     {"session": SessionSettings dict, "config": "DIR/config.json" | null,
      "prompt_len": 128, "decode_tokens": 64, "warmup": 1, "repeats": 3, "seed": 0,
-     "logits_out": "x.npy" | null, "memory_limit_mb": null, "kv_cache": "auto"}
+     "logits_out": "x.npy" | null, "memory_limit_mb": null, "kv_cache": "auto", "op_profile": false}
 
 The last stdout line is ``TERNARYLM-MEASURE {json}`` with ``status`` ``ok`` / ``oom`` / ``error``.
 Needs only numpy and onnxruntime: it steps the model with ``ternarylm.onnxrt.OrtDecoder``, the decode
@@ -21,6 +21,8 @@ Method (what every figure means)::
     decode_ms_*      per-token latency of decode_tokens single-token steps fed with the previous
                      step's present.* (p50 / p95 / mean over every step of every repeat)
     *_tokens_per_s   prompt_len / prefill_s and 1000 / decode mean ms
+    op_profile       (when asked) ms per decoded token per operator type, from onnxruntime's profiler on a
+                     second session after the timed runs (``ternarylm.onnxrt.decode_op_profile``)
 Tokens are a fixed seeded sequence (not sampled), so every configuration sees identical inputs and
 their logits (prefill last position + each decode step, saved to ``logits_out``) compare position by position.
 """
@@ -124,9 +126,10 @@ def measure(spec: dict) -> dict:
 
     for _ in range(warmup):
         replay(decoder, tokens, prompt_len, min(decode, 4), keep_logits=False)
+    keep = bool(spec.get("logits_out"))  # the logits cost [1 + decode, vocab] floats: kept only when asked for
     prefills, steps, logits = [], [], None
     for r in range(repeats):
-        p, s, lg = replay(decoder, tokens, prompt_len, decode, keep_logits=(r == 0))
+        p, s, lg = replay(decoder, tokens, prompt_len, decode, keep_logits=(r == 0 and keep))
         prefills.append(p)
         steps += s
         logits = lg if r == 0 else logits
@@ -164,6 +167,11 @@ def measure(spec: dict) -> dict:
         a = np.asarray(steps)
         result.update(decode_ms_p50=float(np.percentile(a, 50)), decode_ms_p95=float(np.percentile(a, 95)),
                       decode_ms_mean=float(a.mean()), decode_tokens_per_s=float(1000 / a.mean()))
+    if spec.get("op_profile"):  # after every figure above: a second session, so the profiler perturbs none of them
+        from ternarylm.onnxrt import decode_op_profile
+
+        result["op_profile"] = decode_op_profile(settings, config, tokens, prompt_len, decode,
+                                                 fused_attention=fused, kv_cache=spec.get("kv_cache", "auto"))
     if "CUDAExecutionProvider" in used or "TensorrtExecutionProvider" in used:
         if Path("/etc/nv_tegra_release").exists() and avail_before is not None:
             # Jetson: CPU and GPU share memory; the drop of MemAvailable is what the model took.

@@ -31,6 +31,7 @@ class MeasureRequest:
     logits_out: str | None = None
     memory_limit_mb: int | None = None
     kv_cache: str = "auto"  # OrtDecoder's: auto (in place on fused graphs) | in-place | growing
+    op_profile: bool = False  # also time each operator type per decoded token (onnxruntime's profiler)
     timeout_s: float = 600.0
     extra: dict = field(default_factory=dict)  # labels carried into the result (model, candidate, ...)
 
@@ -38,7 +39,7 @@ class MeasureRequest:
         return {"session": self.session.to_dict(), "config": self.config, "prompt_len": self.prompt_len,
                 "decode_tokens": self.decode_tokens, "warmup": self.warmup, "repeats": self.repeats,
                 "seed": self.seed, "logits_out": self.logits_out, "memory_limit_mb": self.memory_limit_mb,
-                "kv_cache": self.kv_cache}
+                "kv_cache": self.kv_cache, "op_profile": self.op_profile}
 
 
 # How a process dies when an allocation fails and nothing catches it: abort (std::bad_alloc) or a

@@ -81,9 +81,13 @@ class SessionSettings:
         so.log_severity_level = 1 if self.log_info else 3
         return so
 
-    def create_session(self):
+    def create_session(self, profile_prefix: str | None = None):
+        """The session; ``profile_prefix``: turn onnxruntime's profiler on, its trace file named from it."""
         import onnxruntime as ort
 
         options = [dict(self.provider_options.get(p, {})) for p in self.providers]
-        return ort.InferenceSession(self.model, sess_options=self.session_options(),
-                                    providers=list(self.providers), provider_options=options)
+        so = self.session_options()
+        if profile_prefix:
+            so.enable_profiling, so.profile_file_prefix = True, profile_prefix
+        return ort.InferenceSession(self.model, sess_options=so, providers=list(self.providers),
+                                    provider_options=options)

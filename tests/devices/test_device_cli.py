@@ -63,6 +63,18 @@ def test_profile_with_baseline_writes_table_json_png(tiny_exports, tmp_path, fix
             and f"= peak {m['peak']:.0f} MB" in r.stdout)
 
 
+def test_op_profile_prints_where_a_decoded_token_goes(tiny_exports, tmp_path, fixture_root):
+    out = tmp_path / "report"
+    r = run("--device", "cpu", "--model", tiny_exports["nbits"], "--out", out, "--root", fixture_root("x86-avx512"),
+            "--op-profile", *FAST)
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "report.json").read_text())["results"][0]
+    ops = result["op_profile"]["ms_per_token"]
+    top, ms = next(iter(ops.items()))
+    assert "MatMulNBits" in ops and f"decode ms/token by operator, ternary prompt 16" in r.stdout
+    assert f"{top} {ms:.2f}" in r.stdout  # the printed line is the report's largest operator
+
+
 def test_jetson_on_a_laptop_says_so(tiny_exports, tmp_path, fixture_root):
     r = run("--device", "jetson", "--model", tiny_exports["nbits"], "--out", tmp_path,
             "--root", fixture_root("x86-avx512"))

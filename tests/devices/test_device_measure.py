@@ -186,3 +186,17 @@ def test_measure_module_cli(tiny_exports, tmp_path):
     line = out.stdout.strip().splitlines()[-1]
     assert out.returncode == 0 and line.startswith("TERNARYLM-MEASURE ")
     assert json.loads(line.split(" ", 1)[1])["status"] == "ok"
+
+
+def test_op_profile_splits_a_decoded_token_by_operator(tiny_exports):
+    """``op_profile``: onnxruntime's profiler on a second session, decode steps only, per operator type; the
+    timed figures come from the unprofiled session as before."""
+    r = run_measurement(_req(tiny_exports["nbits"], op_profile=True))
+    assert r["status"] == "ok", r
+    profile = r["op_profile"]
+    assert profile["tokens"] == 8 and profile["run_ms"] > 0  # one profiled run per decode step, prefill left out
+    ms = profile["ms_per_token"]
+    assert "MatMulNBits" in ms and all(v > 0 for v in ms.values())
+    assert list(ms.values()) == sorted(ms.values(), reverse=True)  # largest first
+    assert sum(ms.values()) <= profile["run_ms"]  # node kernels fit inside their runs
+    assert "op_profile" not in run_measurement(_req(tiny_exports["nbits"]))

@@ -158,3 +158,28 @@ def test_logits_to_keep_runs_the_head_for_the_last_positions(name, export_dir, i
     engine.forward(ids[:, :3], last_only=True)
     rest = engine.forward(ids[:, 3:])
     assert rest.shape[1] == t - 3 and rel(rest, everything[:, 3:]) < SAME_KERNELS
+
+
+@pytest.mark.parametrize("name", ["fp32", "ort-cpu"])
+def test_chunked_prefill_equals_one_call(name, export_dir, ids):
+    """A last-only prompt fed in slices (``prefill_chunk``) gives the one-call prefill's next-token logits and
+    cache: the decode steps after it agree too. A prompt beyond the context is refused before any slice runs."""
+    folder = export_dir(name)
+    whole, sliced = load_ort(folder), load_ort(folder)
+    whole.prefill_chunk, sliced.prefill_chunk = 0, 2  # the fixture prompt is short; 2 makes several slices
+    assert ids.shape[1] > 4
+    ref, ref_tokens = _steps(whole, ids, 8)
+    calls, real = [], sliced.session
+    sliced.session = type("Counting", (), {"__getattr__": lambda _, a: getattr(real, a),
+                                           "run_with_iobinding": lambda _, b: calls.append(1) or real.run_with_iobinding(b)})()
+    got, got_tokens = _steps(sliced, ids, 8)
+    assert len(calls) == -(-ids.shape[1] // 2) + 8  # ceil(T / 2) prefill slices, then one call per step
+    assert sliced.past_length == whole.past_length == ids.shape[1] + 8
+    assert np.array_equal(got_tokens, ref_tokens)
+    for a, b in zip(got, ref):
+        assert rel(a, b) < FP32_VS_NUMPY  # attention over a cache vs within one call: another summation order
+    sliced.reset()
+    too_long = np.zeros((1, sliced.context + 1), np.int64)
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        sliced.forward(too_long, last_only=True)
+    assert sliced.past_length == 0
