@@ -37,4 +37,5 @@ def kl_divergence(ref, got) -> np.ndarray:
     log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
     log_q = got - got.max(-1, keepdims=True)
     log_q -= np.log(np.exp(log_q).sum(-1, keepdims=True))
-    return (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    p = np.exp(log_p)
+    return np.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)  # a -inf logit (p = 0) adds nothing, not nan

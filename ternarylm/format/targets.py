@@ -49,8 +49,9 @@ TOLERANCES = {
     # the same computation as training (exact trits, per-token int8 activations); an activation that
     # float summation order moves across an int8 rounding boundary shifts logits ~1e-3 (seen: 0.008)
     "portable": 1e-2,
-    # activations quantised per block of K inside MatMulNBits (accuracy_level 4) instead of per token,
-    # int8 or int4 head and embedding (seen with int8: 0.019)
+    # activations quantised per block of K inside MatMulNBits (accuracy_level 4) instead of per token, also in
+    # an int8/int4 head (seen: 0.019 against a float-head reference; verify now holds engines to a reference
+    # carrying the export's own head/embedding codes, measured 0.007 on the quickstart model's int4/int4)
     "matmul_nbits": 0.05,
     # activation quantisation dropped, dense weights (fp16: plus half-precision rounding) (seen: 0.016)
     "dense": 0.04,

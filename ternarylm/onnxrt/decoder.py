@@ -144,6 +144,8 @@ class OrtDecoder:
         if max_length is not None and self.context is not None and max_length > self.context:
             raise ValueError(f"max_length {max_length} exceeds the model's context of {self.context}")
         self.max_length = max_length
+        if prefill_chunk < 0:
+            raise ValueError(f"prefill_chunk must be >= 0 (0: the whole prompt in one call), got {prefill_chunk}")
         self.prefill_chunk = prefill_chunk
         in_place = kv_cache == "in-place" or (kv_cache == "auto" and fused_attention)
         self.kv_cache = "in-place" if in_place and self.io.past_names else "growing"
@@ -186,6 +188,7 @@ class OrtDecoder:
                 and position_ids is None):  # a long prompt in slices: the same result, smaller activations
             if self.context is not None and self._length + t > self.context:
                 raise ValueError(f"{self._length + t} tokens exceed the model's context of {self.context}")
+            self._ensure_capacity(self._length + t)  # the whole prompt's rows now: a too-small cache fails before a slice runs
             for lo in range(0, t - chunk, chunk):
                 self.forward(input_ids[:, lo:lo + chunk], last_only=True)
             return self.forward(input_ids[:, (t - 1) // chunk * chunk:], last_only=True)

@@ -60,6 +60,27 @@ def test_kl_divergence_is_zero_for_equal_logits_and_matches_the_closed_form():
     p = np.exp(a) / np.exp(a).sum(-1, keepdims=True)
     expected = (p * (np.log(p) - np.log(0.5))).sum(-1)
     assert kl_divergence(a, np.zeros_like(a)) == pytest.approx(expected)
+    masked = np.array([[0.0, -np.inf, 0.0]])  # a token the reference rules out adds nothing (not nan)
+    assert kl_divergence(masked, np.array([[0.0, 0.0, 0.0]])) == pytest.approx([np.log(1.5)])
+
+
+def test_auto_rejects_a_head_whose_kl_cost_is_over_the_bound(tiny_ckpt, tmp_path, monkeypatch):
+    """With the KL bound below what int4 costs, the search passes over int4 candidates whose engines do match
+    their reference, records why, and keeps int8; verify of the kept folder reports the same cost."""
+    import ternarylm.export.verify as verify
+    from ternarylm.export.api import export_checkpoint
+
+    monkeypatch.setattr(verify, "DEFAULT_MAX_KLD", 1e-9)
+    out = export_checkpoint(tiny_ckpt, tmp_path / "strict", target="ort-cpu", embedding="auto", lm_head="auto")
+    choice = json.loads((out / "config.json").read_text())["export"]["precision_choice"]
+    first = choice["tried"][0]
+    assert (first["embedding"], first["lm_head"]) == ("int4", "int4") and not first["passed"]
+    assert first["max_logit_diff"] <= get_target("ort-cpu").relative_tolerance and first["greedy_agreement"] >= 0.9
+    assert first["kl_divergence_mean"] > choice["max_kld"] == 1e-9  # rejected for its cost, not its engine
+    kept = choice["tried"][-1]
+    assert not choice["passed"] and (kept["embedding"], kept["lm_head"]) == ("int8", "int8")
+    report = verify.verify_export(out, tiny_ckpt, engines=[kept["engine"]], max_kld=1e-9)
+    assert report["precision"]["kl_divergence_mean"] == pytest.approx(kept["kl_divergence_mean"], rel=1e-6)
 
 
 def test_quantised_head_is_judged_apart_from_the_engines(tiny_ckpt, tmp_path):
