@@ -125,7 +125,8 @@ def explain(by: dict) -> list[str]:
     if memory:
         lines.append(f"ort auto peak RSS {memory['peak']:.0f} MB = imports {memory['imports']:.0f} (python, numpy, "
                      f"onnxruntime) + session {memory['session']:.0f} + generation {memory['generation']:.0f} "
-                     f"(KV cache {memory['kv_cache']:.1f}); file-backed after load {memory['session_file_backed']:.0f}")
+                     f"(KV cache {memory['kv_cache']:.1f}); of the session, file pages (onnxruntime's code, mapped "
+                     f"weights) {memory['session_file_backed']:.0f}")
     return lines
 
 

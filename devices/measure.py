@@ -89,14 +89,15 @@ def _config(path: str | None):
     return ModelConfig.from_config_json(config_json), fused_attention(config_json)
 
 
-def memory_breakdown(rss_import, rss_load, file_backed_load, peak, kv_mb) -> dict | None:
+def memory_breakdown(rss_import, rss_load, file_backed_session, peak, kv_mb) -> dict | None:
     """Where the peak resident memory goes (MB): ``imports`` (python, numpy, onnxruntime), ``session``
-    (weights, onnxruntime's prepacked copies, the graph; ``session_file_backed`` of it is memory-mapped
-    model data the OS can share and drop), ``generation`` (the rest of the peak: KV cache, activations,
-    the arena) with ``kv_cache`` the cache's size for the workload."""
+    (weights, onnxruntime's prepacked copies, the graph; ``session_file_backed`` of it is file pages the
+    session paged in, which the OS can share and drop: onnxruntime's own library code and the mapped
+    external weights it still reads), ``generation`` (the rest of the peak: KV cache, activations, the
+    arena) with ``kv_cache`` the cache's size for the workload."""
     if None in (rss_import, rss_load, peak):
         return None  # not Linux
-    return {"imports": rss_import, "session": rss_load - rss_import, "session_file_backed": file_backed_load,
+    return {"imports": rss_import, "session": rss_load - rss_import, "session_file_backed": file_backed_session,
             "generation": max(peak - rss_load, 0.0), "kv_cache": kv_mb, "peak": peak}
 
 
@@ -114,12 +115,15 @@ def measure(spec: dict) -> dict:
     gpu_before = nvidia_used_mb() if wants_gpu else None
     avail_before = mem_available_mb()
     rss_import = proc_status_mb("VmRSS")
+    file_backed_import = proc_status_mb("RssFile")
 
     t0 = time.perf_counter()
     session = settings.create_session()
     load_s = time.perf_counter() - t0
     rss_load = proc_status_mb("VmRSS")
     file_backed_load = proc_status_mb("RssFile")
+    file_backed_session = (None if None in (file_backed_load, file_backed_import)
+                           else file_backed_load - file_backed_import)
     decoder = OrtDecoder(session, config, fused_attention=fused, kv_cache=spec.get("kv_cache", "auto"))
     rng = np.random.default_rng(int(spec.get("seed", 0)))
     tokens = rng.integers(0, decoder.io.vocab, size=prompt_len + decode).tolist()
@@ -158,7 +162,7 @@ def measure(spec: dict) -> dict:
         "rss_after_import_mb": rss_import,
         "rss_after_load_mb": rss_load,
         "peak_rss_mb": peak,
-        "memory_mb": memory_breakdown(rss_import, rss_load, file_backed_load, peak, kv_mb),
+        "memory_mb": memory_breakdown(rss_import, rss_load, file_backed_session, peak, kv_mb),
         "prefill_ms": float(np.median(prefills)),
         "prefill_ms_all": prefills,
         "prefill_tokens_per_s": prompt_len / (float(np.median(prefills)) / 1000) if prefills else None,

@@ -25,6 +25,7 @@ by 0.1-1 against its own reference; an int4 head that costs too much fails the s
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,6 @@ class LanguageModelReference:
                 raise ValueError(f"prompt {prompt!r} is empty after tokenization")
             self.prompt_ids.append(ids)
         self.max_new_tokens = max_new_tokens
-        self._float = {name: getattr(self.model, getter)().weight for name, getter in STORED_LAYERS.items()}
         self.float_runs = self._runs()
 
     def _runs(self) -> list[tuple[list[int], list[int], np.ndarray]]:
@@ -125,21 +125,6 @@ class LanguageModelReference:
 
         with eager_kernels():  # transformers' BitNet layers compile their kernels
             return [(ids, *_torch_reference(self.model, ids, self.max_new_tokens)) for ids in self.prompt_ids]
-
-    def _carry(self, stored: dict) -> None:
-        """Give the model ``stored``'s quantised head/embedding (float32 copies of what the runtime computes
-        with); ``{}`` puts the float ones back (a tied pair is tied again)."""
-        import torch
-
-        from ternarylm.format.codecs import block_quantized
-
-        for name, getter in STORED_LAYERS.items():
-            weight = self._float[name]
-            if name in stored:
-                bits, block = stored[name]
-                table = block_quantized(weight.detach().float().numpy(), bits, block)
-                weight = torch.nn.Parameter(torch.from_numpy(table).to(weight.dtype), requires_grad=False)
-            getattr(self.model, getter)().weight = weight
 
     def for_export(self, stored: dict) -> tuple[list, dict | None]:
         """``(runs, cost)`` for an export whose head/embedding are ``stored`` (``stored_quantization``): the runs
@@ -151,14 +136,11 @@ class LanguageModelReference:
 
         if not stored:
             return self.float_runs, None
-        self._carry(stored)
-        try:
+        with carrying(self.model, stored):
             runs = self._runs()
             with torch.no_grad(), eager_kernels():
                 forced = [self.model(torch.tensor([full]), use_cache=False).logits[0].float().numpy()
                           for _, full, _ in self.float_runs]
-        finally:
-            self._carry({})
         ref = np.concatenate([logits for _, _, logits in self.float_runs])
         got = np.concatenate(forced)
         kl = kl_divergence(ref, got)
@@ -170,6 +152,28 @@ class LanguageModelReference:
 
 # The layers an export may store block-quantised (config.json ``weights`` entries) and how a model reaches them
 STORED_LAYERS = {"model.embed_tokens": "get_input_embeddings", "lm_head": "get_output_embeddings"}
+
+
+@contextmanager
+def carrying(model, stored: dict):
+    """Inside the block ``model`` computes with ``stored``'s quantised head/embedding (float32 copies of what the
+    runtimes compute with: the same ``symmetric_block_quantize`` codes); its float ones, tied or not, come back
+    after."""
+    import torch
+
+    from ternarylm.format.codecs import block_quantized
+
+    modules = {name: getattr(model, getter)() for name, getter in STORED_LAYERS.items()}
+    originals = {name: module.weight for name, module in modules.items()}
+    try:
+        for name, (bits, block) in stored.items():
+            weight = originals[name]
+            table = block_quantized(weight.detach().float().numpy(), bits, block)
+            modules[name].weight = torch.nn.Parameter(torch.from_numpy(table).to(weight.dtype), requires_grad=False)
+        yield model
+    finally:
+        for name, module in modules.items():
+            module.weight = originals[name]
 
 
 def stored_quantization(config: dict) -> dict:

@@ -13,6 +13,7 @@ import torch
 
 from clitools import cli
 from ternarylm.checkpoint import load_checkpoint, model_from_checkpoint
+from ternarylm.export.verify import carrying, stored_quantization
 from ternarylm.format.targets import TARGETS
 
 RUNNABLE_HERE = list(TARGETS)  # ort-cuda's fp16 graph also runs on ORT's CPU provider
@@ -62,7 +63,9 @@ def test_export_checks_and_matches_pytorch(exports, torch_model, target):
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     ids = _ids()
     logits = session.run(["logits"], _feeds(session, ids))[0]
-    with torch.no_grad():
+    # PyTorch with the export's own int8/int4 head and embedding (the auto choice), as ternary-export verify holds it
+    stored = stored_quantization(json.loads((folder / "config.json").read_text()))
+    with torch.no_grad(), carrying(torch_model, stored):
         ref = torch_model(torch.from_numpy(ids)).logits.numpy()
     rel = np.abs(logits - ref).max() / np.abs(ref).max()
     if target.startswith("portable"):
