@@ -27,13 +27,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from export_compare import RESULTS, bar_panels, cpu_model, measure_numpy, source_checkpoint, workload_options
+
+# llama.cpp's types for our head/embedding precisions (Q4_0 holds what int4 holds, at fp16 scales), and the row of
+# TQ1_0 at the 'ort auto' choice (the same row as 'llama.cpp TQ1_0' when auto keeps int8 for both)
+GGUF_TYPES = {"int8": "q8_0", "int4": "q4_0", "float": "f16"}
+SAME_PRECISION_TQ1 = "llama.cpp TQ1_0, auto's emb/head"
 
 GOALS = [  # (what, row, other row, key, ratio at least, higher is better)
     ("decode >= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "decode_tokens_per_s", 1.3, True),
     ("prefill >= 1.2x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "prefill_tokens_per_s", 1.2, True),
     ("peak RSS <= 1.3x llama.cpp TQ2_0", "ort auto", "llama.cpp TQ2_0", "peak_rss_mb", 1 / 1.3, False),
     ("file <= llama.cpp TQ1_0", "ort auto", "llama.cpp TQ1_0", "file_mb", 1.0, False),
+    ("file <= llama.cpp TQ1_0 at auto's precisions", "ort auto", SAME_PRECISION_TQ1, "file_mb", 1.0, False),
     ("decode >= 6x fp32 twin", "ort auto", "fp32 twin", "decode_tokens_per_s", 6.0, True),
     ("peak RSS >= 5x below fp32 twin", "ort auto", "fp32 twin", "peak_rss_mb", 5.0, False),
     ("file >= 10x below fp32 twin", "ort auto", "fp32 twin", "file_mb", 10.0, False),
@@ -108,11 +116,29 @@ def measure_ort(folder: Path, threads: int, prompt_len: int, decode_tokens: int,
     return run_measurement(req)
 
 
-def explain(by: dict) -> list[str]:
-    """Measured reasons behind the decode and memory goals: where 'ort auto' spends a decoded token
-    (onnxruntime's profiler) beside llama.cpp's whole token, and its peak RSS broken down."""
+def file_parts(folder: Path) -> dict[str, float]:
+    """MB of an export's initializers by role: block scales, zero points, everything else (codes, norms, tables)."""
+    import onnx
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    parts = {"block scales": 0.0, "zero points": 0.0, "codes and tables": 0.0}
+    for t in model.graph.initializer:
+        size = int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        role = ("block scales" if t.name.endswith("scales") else "zero points" if "zero_points" in t.name
+                else "codes and tables")
+        parts[role] += size / 1e6
+    return parts
+
+
+def explain(by: dict, folders: dict) -> list[str]:
+    """Measured reasons behind the goals: where 'ort auto' spends a decoded token (onnxruntime's profiler)
+    beside llama.cpp's whole token, its peak RSS broken down, and what its file holds."""
     ours, theirs = by.get("ort auto", {}), by.get("llama.cpp TQ2_0", {})
     lines = []
+    if "ort auto" in folders:
+        parts = file_parts(folders["ort auto"])
+        lines.append("ort auto file: " + ", ".join(f"{role} {mb:.1f} MB" for role, mb in parts.items())
+                     + " (MatMulNBits takes its block scales in the activation dtype: float32 on the CPU)")
     profile = (ours.get("op_profile") or {}).get("ms_per_token")
     if profile:
         top = ", ".join(f"{op} {ms:.2f}" for op, ms in list(profile.items())[:5])
@@ -170,17 +196,22 @@ def main():
     if bench is None:
         print("llama.cpp: no llama-bench found (--llama-bench, $LLAMA_BENCH or PATH): its rows are skipped")
     else:
+        auto = json.loads((folders["ort auto"] / "config.json").read_text())["export"]
+        same = (GGUF_TYPES[auto["embedding"]], GGUF_TYPES[auto["lm_head"]])
+        variants = [("q8_0", "q8_0", "")] + ([(*same, ", auto's emb/head")] if same != ("q8_0", "q8_0") else [])
         for qtype in ("tq2_0", "tq1_0"):
-            gguf = work / f"model-{qtype}.gguf"
-            label = f"llama.cpp {qtype.upper()}"
-            try:
-                export_gguf(ckpt, gguf, qtype=qtype)
-            except ValueError as e:
-                rows.append({"label": label, "status": "skipped", "message": str(e)[:200]})
-                continue
-            rows.append({"label": label, "runtime": "llama.cpp (llama-bench)", "detail": qtype,
-                         "file_mb": gguf.stat().st_size / 1e6,
-                         **llama_bench(bench, gguf, args.threads, args.prompt_len, args.decode_tokens, args.repeats)})
+            for embedding, lm_head, suffix in variants:
+                gguf = work / f"model-{qtype}{'-' + embedding + '-' + lm_head if suffix else ''}.gguf"
+                label = f"llama.cpp {qtype.upper()}{suffix}"
+                try:
+                    export_gguf(ckpt, gguf, qtype=qtype, embedding=embedding, lm_head=lm_head)
+                except ValueError as e:
+                    rows.append({"label": label, "status": "skipped", "message": str(e)[:200]})
+                    continue
+                rows.append({"label": label, "runtime": "llama.cpp (llama-bench)",
+                             "detail": f"{qtype}, emb {embedding}, head {lm_head}", "file_mb": gguf.stat().st_size / 1e6,
+                             **llama_bench(bench, gguf, args.threads, args.prompt_len, args.decode_tokens,
+                                           args.repeats)})
     if simple:  # the same greedy text from both runtimes: TQ2_0, or Q4_0 (the same trits) where TQ does not fit
         gguf = work / "model-tq2_0.gguf"
         if not gguf.exists():
@@ -192,12 +223,13 @@ def main():
         greedy["ort default"] = ours_greedy(folders["ort default"], args.prompt, args.greedy_tokens)
 
     by = {r["label"]: r for r in rows}
-    print(f"\n{'system':18} {'detail':34} {'file MB':>8} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak RSS MB':>11}")
+    by.setdefault(SAME_PRECISION_TQ1, by.get("llama.cpp TQ1_0", {}))  # auto kept int8 for both: the same file
+    print(f"\n{'system':32} {'detail':34} {'file MB':>8} {'prefill tok/s':>13} {'decode tok/s':>12} {'peak RSS MB':>11}")
     for r in rows:
         if r.get("status") != "ok":
-            print(f"{r['label']:18} {r.get('status')}: {r.get('message', '')[:90]}")
+            print(f"{r['label']:32} {r.get('status')}: {r.get('message', '')[:90]}")
             continue
-        print(f"{r['label']:18} {r.get('detail', ''):34} {r['file_mb']:8.1f} {r.get('prefill_tokens_per_s', 0):13.0f} "
+        print(f"{r['label']:32} {r.get('detail', ''):34} {r['file_mb']:8.1f} {r.get('prefill_tokens_per_s', 0):13.0f} "
               f"{r['decode_tokens_per_s']:12.1f} {r['peak_rss_mb']:11.0f}")
     goals = []
     for what, a, b, key, need, higher in GOALS:
@@ -214,7 +246,7 @@ def main():
     for g in goals:
         mark = "n/a " if g["met"] is None else ("MET " if g["met"] else "MISS")
         print(f"  {mark} {g['goal']}" + (f": {g['ratio']:.2f}" if g["ratio"] is not None else ""))
-    reasons = explain(by)
+    reasons = explain(by, folders)
     for line in reasons:
         print(f"  why: {line}")
     for label, text in greedy.items():

@@ -163,9 +163,9 @@ def verify(export_dir, checkpoint, prompts, max_new_tokens, engines, logit_tol, 
 @click.option("--type", "qtype", type=click.Choice(["tq2_0", "tq1_0", "q4_0"]), required=True,
               help="Type of the ternary decoder linears: tq2_0 (2.06 bits/weight), tq1_0 (1.69), or q4_0 "
                    "(4.5; the exact fallback for sizes that are not multiples of 256 and for group scales).")
-@click.option("--lm-head", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True,
+@click.option("--lm-head", type=click.Choice(["q8_0", "q4_0", "f16"]), default="q8_0", show_default=True,
               help="LM head type.")
-@click.option("--embedding", type=click.Choice(["q8_0", "f16"]), default="q8_0", show_default=True,
+@click.option("--embedding", type=click.Choice(["q8_0", "q4_0", "f16"]), default="q8_0", show_default=True,
               help="Token embedding type.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .gguf file.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")

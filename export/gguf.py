@@ -19,7 +19,7 @@ a TQ block has one scale, so they would need an approximation; ``--type q4_0`` h
 Other tensors: layers the mixed-precision plan keeps at 8 bits -> Q8_0 (their int8 codes and one
 scale per 32 inputs are exactly a Q8_0 block, scale rounded to fp16), at 4 bits -> Q4_0 (likewise,
 code + 8), at 16 bits (and linears training never quantised) -> F16; the embedding and LM head ->
-Q8_0 (llama.cpp's own quantiser on the float weights) or F16; RMSNorm gains -> F32.
+Q8_0 or Q4_0 (llama.cpp's own quantisers on the float weights, through gguf-py) or F16; RMSNorm gains -> F32.
 
 Q/K rows are permuted as llama.cpp's convert_hf_to_gguf.py does for the llama architecture: the
 model is transformers' Llama, whose RoPE rotates the halves (x_i, x_{i + d/2}) of each head, while
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 QTYPES = ("tq2_0", "tq1_0", "q4_0")
-FLOAT_TYPES = ("q8_0", "f16")
+FLOAT_TYPES = ("q8_0", "q4_0", "f16")  # the embedding and LM head (llama.cpp's own quantiser)
 TQ_BLOCK = 256
 Q_BLOCK = 32
 # llama.cpp's name for the GPT-2 pre-tokenizer regex, which byte-level BPE with use_regex uses
@@ -69,7 +69,7 @@ def export_gguf(ckpt_path, out_path, qtype: str = "tq2_0", lm_head: str = "q8_0"
     """Write the causal-LM checkpoint ``ckpt_path`` to the GGUF file ``out_path`` (llama architecture).
 
     ``qtype``: the ternary linears' type (``tq2_0``, ``tq1_0`` or the exact fallback ``q4_0``);
-    ``lm_head`` / ``embedding``: ``q8_0`` or ``f16``. Refuses an existing ``out_path`` unless ``force``.
+    ``lm_head`` / ``embedding``: ``q8_0``, ``q4_0`` or ``f16``. Refuses an existing ``out_path`` unless ``force``.
     Every check runs before anything is written; the file is written to a temporary sibling and
     renamed into place, so a failure leaves nothing behind (and an existing file untouched).
     Trits are exact; block scales are rounded to fp16 by the format (see the module docstring).
@@ -123,8 +123,8 @@ def build_gguf(ckpt: dict, qtype: str, lm_head: str = "q8_0", embedding: str = "
                          "which this GGUF writer's llama architecture cannot hold; export it with ternary-export onnx")
     d = config.hidden_size
     for what, value in (("--embedding", embedding), ("--lm-head", lm_head)):
-        if value == "q8_0" and d % Q_BLOCK:
-            raise ValueError(f"hidden_size {d} is not a multiple of {Q_BLOCK}, which Q8_0 blocks need for {what}; "
+        if value in ("q8_0", "q4_0") and d % Q_BLOCK:
+            raise ValueError(f"hidden_size {d} is not a multiple of {Q_BLOCK}, which {value.upper()} blocks need for {what}; "
                              f"pass {what} f16")
     tok = tokenizer_metadata(ckpt["tokenizer_json"], config.vocab_size)
     weights = extract_weights(ckpt["model"], config, trit_scales=ckpt.get("trit_scales"))
@@ -339,7 +339,8 @@ class _Encoder:
         w = np.ascontiguousarray(w, dtype=np.float32)
         if kind == "f16":
             return _Tensor(name, w.astype(np.float16), self.T.F16, w.shape)
-        return _Tensor(name, self.gguf.quants.quantize(w, self.T.Q8_0), self.T.Q8_0, w.shape)
+        qt = {"q8_0": self.T.Q8_0, "q4_0": self.T.Q4_0}[kind]
+        return _Tensor(name, self.gguf.quants.quantize(w, qt), qt, w.shape)
 
     def linear(self, name, w, module: str):
         from ternarylm.export.weights import IntWeight, TernaryWeight

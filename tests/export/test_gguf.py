@@ -171,7 +171,8 @@ def _check_float(t, w, kind):
         return
     amax = np.abs(w.reshape(w.shape[0], -1, 32)).max(axis=2, keepdims=True)
     err = np.abs((got - w).reshape(w.shape[0], -1, 32))
-    assert np.all(err <= amax * (1 / 254 + 2.0 ** -11) * 1.001 + 1e-12), float((err / amax).max())
+    step = {"q8_0": 1 / 254, "q4_0": 1 / 8}[kind]  # half a step; Q4_0's +8 clamps to 7 (a whole step, amax/8)
+    assert np.all(err <= amax * (step + 2.0 ** -11) * 1.001 + 1e-12), float((err / amax).max())
 
 
 @pytest.mark.parametrize("qtype", ["tq2_0", "tq1_0"])
@@ -216,6 +217,21 @@ def test_tq_reads_back_exact_with_llama_metadata(ckpts, tokenizer, tmp_path, qty
             v("tokenizer.ggml.padding_token_id")) == (0, 0, 1)
     assert v("tokenizer.ggml.add_bos_token") is False and v("tokenizer.ggml.add_eos_token") is False
     assert v("ternarylm.scale_granularity") == "channel" and v("ternarylm.source_step") == 7
+
+
+def test_q4_0_head_and_embedding(ckpts, tmp_path):
+    """``--lm-head/--embedding q4_0``: llama.cpp's Q4_0 of the float tables, read back within its bound; the
+    file is smaller than with Q8_0 by exactly the two tables' difference (4.5 vs 8.5 bits per weight)."""
+    q8, q4 = tmp_path / "q8.gguf", tmp_path / "q4.gguf"
+    export_gguf(ckpts["channel"], q8, qtype="tq2_0")
+    export_gguf(ckpts["channel"], q4, qtype="tq2_0", lm_head="q4_0", embedding="q4_0")
+    _, tensors, state, seen = _check_linears(q4, ckpts["channel"], "TQ2_0")
+    assert seen == {"TQ2_0": 14}
+    _check_float(tensors["token_embd.weight"], state["model.embed_tokens.weight"].numpy(), "q4_0")
+    _check_float(tensors["output.weight"], state["lm_head.weight"].numpy(), "q4_0")
+    tables = state["model.embed_tokens.weight"].numel() + state["lm_head.weight"].numel()
+    saved = q8.stat().st_size - q4.stat().st_size
+    assert abs(saved - tables * (34 - 18) // 32) < 64  # Q8_0 34 bytes per 32, Q4_0 18 (metadata alignment aside)
 
 
 def test_mixed_precision_group_scales_and_f16(ckpts, tmp_path):
@@ -302,9 +318,12 @@ def test_cli_writes_and_refuses_bad_input(ckpts, tmp_path):
     assert out.read_bytes() == before  # the refused run left the existing file alone
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli.gguf"]  # nothing else written, no temp files
 
-    cli("ternarylm.export.cli", "gguf", ckpts["channel"], "--type", "tq2_0", "--out", out, "--force")
+    cli("ternarylm.export.cli", "gguf", ckpts["channel"], "--type", "tq2_0", "--out", out, "--force",
+        "--embedding", "q4_0")
     _, tensors = _read(out)
     assert tensors["blk.0.attn_q.weight"].tensor_type == gguf.GGMLQuantizationType.TQ2_0
+    assert tensors["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.Q4_0
+    assert tensors["output.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
 
 
 def test_narrow_model_goes_out_exactly_as_q4_0(ckpts, tmp_path):
