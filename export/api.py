@@ -50,8 +50,8 @@ def build_model(ckpt: dict, target_name: str, packing: str = "2bit", embedding: 
     lowering_info = lower_linears(model, weight_map, target, config, block_size)
     spec.after_lowering(model, weight_map, target, arch, head)
     if embedding in ("int8", "int4"):
-        lowering.quantize_embedding(model, weight_map, bits=8 if embedding == "int8" else 4,
-                                    block_size=head_block(arch))
+        bits = 8 if embedding == "int8" else 4
+        lowering.quantize_embedding(model, weight_map, bits=bits, block_size=head_block(arch, bits))
     check_onnx(model, full_check=not any(n.domain == MS_DOMAIN for n in model.graph.node))
     export_fields, top_fields = spec.fields(ckpt, config, head)
     keeps_ternary_op = weights.ternary and target.ternary is None and not target.dense
