@@ -157,18 +157,18 @@ STORED_LAYERS = {"model.embed_tokens": "get_input_embeddings", "lm_head": "get_o
 @contextmanager
 def carrying(model, stored: dict):
     """Inside the block ``model`` computes with ``stored``'s quantised head/embedding (float32 copies of what the
-    runtimes compute with: the same ``symmetric_block_quantize`` codes); its float ones, tied or not, come back
-    after."""
+    runtimes compute with: ``head_int_weight``, the codes the exporter writes); its float ones, tied or not, come
+    back after."""
     import torch
 
-    from ternarylm.format.codecs import block_quantized
+    from ternarylm.export.weights import head_int_weight
 
     modules = {name: getattr(model, getter)() for name, getter in STORED_LAYERS.items()}
     originals = {name: module.weight for name, module in modules.items()}
     try:
         for name, (bits, block) in stored.items():
             weight = originals[name]
-            table = block_quantized(weight.detach().float().numpy(), bits, block)
+            table = head_int_weight(weight.detach().float().numpy(), bits, block).dequantized()
             modules[name].weight = torch.nn.Parameter(torch.from_numpy(table).to(weight.dtype), requires_grad=False)
         yield model
     finally:

@@ -57,7 +57,13 @@ class IntWeight:
         return self.codes.shape[1] // self.scales.shape[1]
 
     def dequantized(self) -> np.ndarray:
-        return self.codes.astype(np.float32) * np.repeat(self.scales.astype(np.float32), self.block_size, axis=1)
+        """``codes * scales`` in float32: one array the size of the weight, scaled in place block by block (no
+        repeated-scale temporary beside a large vocabulary's table)."""
+        n, k = self.codes.shape
+        out = self.codes.astype(np.float32)
+        blocks = out.reshape(n, k // self.block_size, self.block_size)  # a view: the product lands in ``out``
+        blocks *= self.scales.astype(np.float32)[..., None]
+        return out
 
 
 @dataclass

@@ -122,15 +122,3 @@ def symmetric_block_quantize(w_nk: np.ndarray, bits: int, block_size: int):
         scales[lo:hi] = s
     return codes, scales
 
-
-def block_quantized(w_nk: np.ndarray, bits: int, block_size: int) -> np.ndarray:
-    """``w_nk`` as ``symmetric_block_quantize`` stores it, back in float32: what a runtime computes with, so a
-    reference model can carry an export's int8/int4 head or embedding."""
-    codes, scales = symmetric_block_quantize(w_nk, bits, block_size)
-    n, k = codes.shape
-    out = np.empty((n, k), np.float32)
-    for lo in range(0, n, QUANTIZE_ROWS):  # row chunks: temporaries stay small beside a 128k-row table
-        hi = min(lo + QUANTIZE_ROWS, n)
-        q = codes[lo:hi].astype(np.float32) - 2 ** (bits - 1)
-        out[lo:hi] = (q.reshape(hi - lo, k // block_size, block_size) * scales[lo:hi, :, None]).reshape(hi - lo, k)
-    return out
