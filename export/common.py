@@ -4,7 +4,6 @@ classifier and language-model entries share them)."""
 
 from __future__ import annotations
 
-
 from ternarylm.export.decoder import architecture
 
 import ternarylm

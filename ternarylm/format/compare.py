@@ -33,9 +33,11 @@ def kl_divergence(ref, got) -> np.ndarray:
     ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
     if got.shape != ref.shape:
         raise ValueError(f"logit shapes differ: {got.shape} vs {ref.shape}")
-    log_p = ref - ref.max(-1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
-    log_q = got - got.max(-1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(-1, keepdims=True))
+    log_p, log_q = _log_softmax(ref), _log_softmax(got)
     p = np.exp(log_p)
     return np.where(p > 0, p * (log_p - log_q), 0.0).sum(-1)  # a -inf logit (p = 0) adds nothing, not nan
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

@@ -215,19 +215,14 @@ class OrtDecoder:
             return np.array(logits[:, -1:], np.float32)
         return np.asarray(logits, np.float32)
 
-    def _feed(self, input_ids, attention_mask, position_ids, past: dict, keep_last: bool) -> dict:
-        """The inputs of a ``run_with_ort_values`` call: those the graph has, ``past`` as the KV cache."""
-        feed = {"input_ids": _ortvalue(input_ids), **past}
+    def _run_growing(self, input_ids, attention_mask, position_ids, keep_last: bool = False) -> np.ndarray:
+        feed = {"input_ids": _ortvalue(input_ids), **self._past}
         if keep_last:
             feed[LOGITS_TO_KEEP] = _ortvalue(KEEP_ONE)
         if "attention_mask" in self.io.input_names:
             feed["attention_mask"] = _ortvalue(attention_mask)
         if "position_ids" in self.io.input_names:
             feed["position_ids"] = _ortvalue(position_ids)
-        return feed
-
-    def _run_growing(self, input_ids, attention_mask, position_ids, keep_last: bool = False) -> np.ndarray:
-        feed = self._feed(input_ids, attention_mask, position_ids, self._past, keep_last)
         logits, *presents = self.session.run_with_ort_values(self.io.output_names, feed)
         self._past = dict(zip(self.io.past_inputs, presents))
         return logits.numpy()
