@@ -27,7 +27,8 @@ def decode_op_profile(settings, config, tokens, prompt_len: int, decode_tokens: 
     steps of one replay (the prefill is left out)."""
     with tempfile.TemporaryDirectory(prefix="ternarylm-prof-") as tmp:
         session = settings.create_session(profile_prefix=os.path.join(tmp, "ort"))
-        decoder = OrtDecoder(session, config, **decoder_options)
+        # the prompt in one call (no slices), so the first model_run is the whole prefill
+        decoder = OrtDecoder(session, config, **{**decoder_options, "prefill_chunk": 0})
         replay(decoder, tokens, prompt_len, decode_tokens, keep_logits=False)
         with open(session.end_profiling()) as f:
             events = json.load(f)
