@@ -120,7 +120,7 @@ def _summarise(path):
 @click.option("--engines", default="ort,numpy", show_default=True, help="Comma-separated: ort, numpy.")
 @click.option("--logit-tol", type=float, help="Max |logit difference| allowed (default: per target).")
 @click.option("--min-agreement", default=0.9, show_default=True, help="Min greedy-token agreement.")
-@click.option("--max-kld", default=DEFAULT_MAX_KLD, show_default=True,
+@click.option("--max-kld", default=DEFAULT_MAX_KLD, show_default=True, type=click.FloatRange(min=0.0),
               help="Max mean KL divergence (nats) an int8/int4 head and embedding may cost against float ones.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here too.")
 @user_errors

@@ -107,3 +107,5 @@ def test_quantised_head_is_judged_apart_from_the_engines(tiny_ckpt, tmp_path):
                  f"{cost['kl_divergence_mean'] / 2:.3g}", check=False)
     assert strict.returncode == 1 and "Traceback" not in strict.stderr
     assert "quantised head/embedding" in strict.stderr and "--lm-head/--embedding int8" in strict.stderr
+    negative = cli("ternarylm.export.cli", "verify", out, "--ckpt", tiny_ckpt, "--max-kld", "-1", check=False)
+    assert negative.returncode == 2 and "--max-kld" in negative.stderr and "Traceback" not in negative.stderr
